@@ -1,0 +1,192 @@
+"""Audio files in and out: float32 mono at the front-end's sample rate.
+
+Every reading problem becomes an :class:`~kws.errors.AudioError` whose message names
+the file and the problem in one line. What can be converted safely (more than one
+channel, another sample rate, 8-bit samples) is converted, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from kws.errors import AudioError
+from kws.fileio import atomic_path
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+class AudioConversionWarning(UserWarning):
+    """Audio was converted (downmixed, resampled, widened from 8 bits) on reading."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header without decoding the samples."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def _wav_truncation(path: Path, file_size: int) -> str | None:
+    """Return a message if a RIFF/WAVE file's data chunk claims more bytes than the file has.
+
+    libsndfile reads a truncated WAV silently (it just returns fewer frames), so a copy
+    cut short by a failed transfer would pass unnoticed without this check.
+    """
+    with path.open("rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= file_size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                available = file_size - pos - 8
+                # 0 and 0xFFFFFFFF mark a stream whose length was never filled in.
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    return f"truncated: its header declares {chunk_size} bytes of audio, the file holds {available}"
+                return None
+            pos += 8 + chunk_size + (chunk_size & 1)
+        return "truncated: no audio data chunk before the end of the file"
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Check that ``path`` is a readable audio file and return its header facts.
+
+    Parameters
+    ----------
+    path : path
+        A WAV, FLAC or other file libsndfile reads.
+
+    Raises
+    ------
+    AudioError
+        The file is missing, not a regular file, empty, truncated, not audio, or
+        holds no samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
+    problem = _wav_truncation(path, size)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{path}: not an audio file, or a format libsndfile cannot read ({e})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average the channels of a ``(frames, channels)`` array; a 1-D array is returned as is."""
+    if audio.ndim == 1:
+        return audio
+    return audio.mean(axis=1)
+
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample mono ``audio`` from ``orig_rate`` to ``target_rate`` Hz (soxr, high quality).
+
+    Parameters
+    ----------
+    audio : np.ndarray, 1-D
+        Samples.
+    orig_rate, target_rate : int
+        Sample rates in Hz.
+    """
+    if orig_rate == target_rate:
+        return audio
+    return np.asarray(soxr.resample(audio, orig_rate, target_rate, quality="HQ"))
+
+
+def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as float32 mono samples in [-1, 1] at ``sample_rate``.
+
+    Parameters
+    ----------
+    path : path
+        The file (WAV, FLAC, or another format libsndfile reads).
+    sample_rate : int
+        The rate to return, in Hz. Other rates are resampled with a warning.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n,)
+
+    Raises
+    ------
+    AudioError
+        See :func:`probe`; also for samples that are not finite numbers.
+
+    Warns
+    -----
+    AudioConversionWarning
+        When the file had several channels (averaged), another sample rate (resampled)
+        or 8-bit samples (low resolution). The message names the conversion, not the
+        file, so Python's default filter shows each kind once, not once a clip.
+    """
+    info = probe(path)
+    try:
+        audio, rate = sf.read(str(info.path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{info.path}: cannot decode audio ({e})") from None
+    if audio.shape[0] == 0:
+        raise AudioError(f"{info.path}: contains no audio samples")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"{info.path}: contains samples that are not finite numbers (NaN or Inf)")
+    if audio.shape[1] > 1:
+        warnings.warn(
+            f"{audio.shape[1]}-channel audio averaged to mono", AudioConversionWarning, stacklevel=2
+        )
+    if info.subtype in ("PCM_U8", "PCM_S8"):
+        warnings.warn("8-bit audio widened to float; expect more noise", AudioConversionWarning, stacklevel=2)
+    mono = to_mono(audio)
+    if rate != sample_rate:
+        warnings.warn(
+            f"audio resampled from {rate} Hz to {sample_rate} Hz", AudioConversionWarning, stacklevel=2
+        )
+        mono = resample(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def write_wav(
+    path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE
+) -> None:
+    """Write mono float ``audio`` to a 16-bit PCM WAV file, atomically.
+
+    Parameters
+    ----------
+    path : path
+        Destination; replaced only once the new file is complete.
+    audio : np.ndarray, 1-D
+        Samples in [-1, 1]; values outside are clipped (libsndfile would wrap them).
+    sample_rate : int
+        Sample rate in Hz.
+    """
+    with atomic_path(path, suffix=".wav") as tmp:
+        samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+        sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")

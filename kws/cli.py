@@ -1,0 +1,136 @@
+"""The ``kws`` command line: parses arguments and wires the pipeline modules together.
+
+Problems the user can fix (a bad file, a missing folder) come out as one line on
+stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kws import __version__
+from kws.data import DEFAULT_KEYWORDS
+from kws.errors import KwsError
+
+# Commands whose issue has not landed yet: name -> what it will do.
+PLANNED = {
+    "train": "train the stacked LSTM and quantise it to int8",
+    "eval": "measure a model's accuracy on a data set",
+    "stream": "run the streaming detector over a long recording",
+    "listen": "detect keywords live from the microphone",
+    "export": "export the model and C front-end for a microcontroller",
+    "bench": "benchmark accuracy, latency and size",
+    "demo": "run the bundled model on sample clips",
+}
+
+
+def _keywords(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from kws.data import check, format_check
+
+    report = check(args.dir, args.keywords)
+    print(format_check(report))
+    return 1 if report.unreadable or any(report.overlap.values()) else 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from kws.download import download_speech_commands
+
+    folder = download_speech_commands(args.dest, progress=not args.quiet)
+    print(f"Speech Commands v0.02 is in {folder}")
+    print(f"check it with: kws data check {folder}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from kws.audio import load_audio
+    from kws.features import FrontendConfig, features
+
+    config = FrontendConfig()
+    audio = load_audio(args.file, config.sample_rate)
+    feats = features(audio, config)
+    print(
+        f"{args.file}: {len(audio) / config.sample_rate:.3f} s -> {feats.shape[0]} frames x {feats.shape[1]} "
+        f"MFCCs ({config.window_length}-sample window, {config.hop_length}-sample hop, {config.n_mels} mel bands)"
+    )
+    if len(feats):
+        with np.printoptions(precision=2, suppress=True, linewidth=120):
+            print("mean per coefficient:", feats.mean(axis=0))
+            print("std per coefficient: ", feats.std(axis=0))
+    if args.out:
+        from kws.fileio import atomic_path
+
+        with atomic_path(args.out, suffix=".npy") as tmp, tmp.open("wb") as f:
+            np.save(f, feats)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _planned(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"kws {name}: not implemented yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kws", description="Keyword spotting for microcontrollers.")
+    parser.add_argument("--version", action="version", version=f"kws {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="check or download speech data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser("check", help="count clips per label and split, check speakers and files")
+    check.add_argument("dir", type=Path, help="a Speech Commands folder, or a 12-class test folder")
+    check.add_argument(
+        "--keywords",
+        type=_keywords,
+        default=DEFAULT_KEYWORDS,
+        help=f"comma-separated keywords (default: {','.join(DEFAULT_KEYWORDS)})",
+    )
+    check.set_defaults(func=cmd_data_check)
+    download = data_sub.add_parser("download", help="download and unpack Speech Commands v0.02 (2.4 GB)")
+    download.add_argument("--dest", type=Path, default=Path("data/speech_commands"), help="target folder")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(func=cmd_data_download)
+
+    feats = sub.add_parser("features", help="compute the MFCC features of an audio file")
+    feats.add_argument("file", type=Path, help="a WAV or FLAC file (converted to 16 kHz mono)")
+    feats.add_argument("--out", type=Path, help="save the (frames, cepstra) array as .npy")
+    feats.set_defaults(func=cmd_features)
+
+    for name, help_text in PLANNED.items():
+        sub.add_parser(name, help=f"{help_text} (not implemented yet)").set_defaults(func=_planned(name))
+    return parser
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    return f"kws: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kws`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _warning_line  # type: ignore[assignment]
+    try:
+        return int(args.func(args))
+    except KwsError as e:
+        print(f"kws: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kws: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

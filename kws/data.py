@@ -1,0 +1,389 @@
+"""Speech data: the official Speech Commands layout and the canonical 12-class test layout.
+
+Official layout (what ``speech_commands_v0.02.tar.gz`` unpacks to)::
+
+    <word>/<speaker>_nohash_<n>.wav, validation_list.txt, testing_list.txt, _background_noise_/
+
+Clips named in neither list are training clips; without the lists, the official
+hash-of-speaker rule splits them. The 12-class test layout has one folder a label,
+``_silence_`` and ``_unknown_`` included, and is all test data.
+
+Labels are ``_silence_``, ``_unknown_`` and the keywords (a parameter: any word not in
+it is unknown). As in TensorFlow's reference recipe, each split gets silence and
+unknown examples amounting to a percentage of its keyword clips; silence is cut from
+the background-noise recordings at a random level. Unlike the reference, each split
+takes its noise from its own part of every recording (train the first 80%, validation
+the next 10%, test the last 10%), so no noise is shared between train and test.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kws.audio import DEFAULT_SAMPLE_RATE, load_audio, probe
+from kws.errors import AudioError, DataError
+
+DEFAULT_KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SILENCE = "_silence_"
+UNKNOWN = "_unknown_"
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+BACKGROUND_DIR = "_background_noise_"
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+# The part of each background-noise recording a split may use (fractions of its length).
+NOISE_REGIONS: dict[str, tuple[float, float]] = {
+    "train": (0.0, 0.8),
+    "validation": (0.8, 0.9),
+    "test": (0.9, 1.0),
+}
+
+# TensorFlow's speech_commands/input_data.py: the hash split's modulus.
+_MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
+_SPEAKER_RE = re.compile(r"([^_]+)_nohash_\d+$")
+
+
+def labels_for(keywords: Sequence[str] = DEFAULT_KEYWORDS) -> list[str]:
+    """The model's output labels: silence, unknown, then the keywords in the given order."""
+    if len(set(keywords)) != len(keywords) or not keywords:
+        raise DataError("keywords must be a non-empty list without repeats")
+    reserved = {SILENCE, UNKNOWN} & set(keywords)
+    if reserved:
+        raise DataError(f"{', '.join(sorted(reserved))} cannot be a keyword")
+    return [SILENCE, UNKNOWN, *keywords]
+
+
+def speaker_of(path: Path) -> str | None:
+    """The speaker id in ``<speaker>_nohash_<n>.wav`` or ``<word>_<speaker>_nohash_<n>.wav``."""
+    m = _SPEAKER_RE.search(path.stem)
+    return m.group(1) if m else None
+
+
+def which_set(path: Path, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
+    """The official hash-of-speaker split of a clip, as TensorFlow's ``input_data.which_set``.
+
+    All clips of one speaker land in the same split, and adding clips never moves an
+    existing clip to another split.
+    """
+    hash_name = re.sub(r"_nohash_.*$", "", path.name)
+    hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage = (int(hashed, 16) % (_MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / _MAX_NUM_WAVS_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < testing_percentage + validation_percentage:
+        return "test"
+    return "train"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One recorded clip on disk.
+
+    ``folder`` is the folder it sits in: the spoken word in the official layout, the
+    label (``_unknown_``, ``_silence_`` or a keyword) in the 12-class layout.
+    """
+
+    path: Path
+    folder: str
+    speaker: str | None
+    split: str
+
+
+@dataclass
+class DataIndex:
+    """What a data folder holds, without reading any audio."""
+
+    root: Path
+    layout: str  # "speech_commands" or "test12"
+    clips: list[Clip]
+    noise_files: list[Path]
+    listed_missing: list[str] = field(default_factory=list)
+
+    def label_of(self, clip: Clip, keywords: Sequence[str]) -> str:
+        """The 12-class label of a clip for the given keywords."""
+        if clip.folder in keywords:
+            return clip.folder
+        if self.layout == "test12" and clip.folder == SILENCE:
+            return SILENCE
+        return UNKNOWN
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def _read_list(root: Path, name: str) -> set[str] | None:
+    path = root / name
+    if not path.is_file():
+        return None
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def scan(root: str | Path) -> DataIndex:
+    """Index a data folder in either layout.
+
+    Parameters
+    ----------
+    root : path
+        An official Speech Commands folder (word folders, optional split lists and
+        ``_background_noise_``) or a 12-class test folder (with ``_silence_`` and/or
+        ``_unknown_`` folders).
+
+    Raises
+    ------
+    DataError
+        The folder is missing or has neither layout.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = {p.name for p in folders}
+    if SILENCE in names or UNKNOWN in names:
+        clips = [
+            Clip(path, folder.name, speaker_of(path), "test")
+            for folder in folders
+            for path in _audio_files(folder)
+        ]
+        if not clips:
+            raise DataError(f"{root}: the 12-class test layout holds no audio files")
+        return DataIndex(root, "test12", clips, [])
+
+    word_folders = [p for p in folders if not p.name.startswith("_")]
+    if not word_folders:
+        raise DataError(
+            f"{root}: no word folders; expected the Speech Commands layout (<word>/<speaker>_nohash_<n>.wav) "
+            "or the 12-class test layout (_silence_/, _unknown_/, <keyword>/)"
+        )
+    validation = _read_list(root, "validation_list.txt")
+    testing = _read_list(root, "testing_list.txt")
+    use_lists = validation is not None or testing is not None
+    validation, testing = validation or set(), testing or set()
+    clips = []
+    seen = set()
+    for folder in word_folders:
+        for path in _audio_files(folder):
+            rel = f"{folder.name}/{path.name}"
+            seen.add(rel)
+            if use_lists:
+                split = "validation" if rel in validation else "test" if rel in testing else "train"
+            else:
+                split = which_set(path)
+            clips.append(Clip(path, folder.name, speaker_of(path), split))
+    if not clips:
+        raise DataError(f"{root}: the word folders hold no audio files")
+    noise_dir = root / BACKGROUND_DIR
+    noise = _audio_files(noise_dir) if noise_dir.is_dir() else []
+    missing = sorted((validation | testing) - seen)
+    return DataIndex(root, "speech_commands", clips, noise, missing)
+
+
+@functools.lru_cache(maxsize=16)
+def load_noise(path: Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """A background-noise recording, read once and cached (they are long)."""
+    return load_audio(path, sample_rate)
+
+
+def noise_region(path: Path, split: str, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """The part of a noise recording that ``split`` may use (see ``NOISE_REGIONS``)."""
+    noise = load_noise(path, sample_rate)
+    lo, hi = NOISE_REGIONS[split]
+    return noise[int(lo * len(noise)) : int(hi * len(noise))]
+
+
+@dataclass(frozen=True)
+class NoiseSlice:
+    """``gain`` times a slice of a noise recording, from the part ``split`` may use."""
+
+    path: Path
+    split: str
+    start: int  # sample offset within the split's region of the recording
+    gain: float
+
+
+def random_noise_slice(
+    noise_files: Sequence[Path],
+    split: str,
+    n_samples: int,
+    rng: np.random.Generator,
+    gain: float = 1.0,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+) -> NoiseSlice:
+    """A random ``n_samples`` slice of a random recording, from ``split``'s region of it."""
+    path = noise_files[int(rng.integers(len(noise_files)))]
+    region = noise_region(path, split, sample_rate)
+    return NoiseSlice(path, split, int(rng.integers(0, max(1, len(region) - n_samples))), gain)
+
+
+def noise_audio(noise: NoiseSlice, n_samples: int, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """The samples of a :class:`NoiseSlice`, zero-padded to ``n_samples`` if the region is short."""
+    region = noise_region(noise.path, noise.split, sample_rate)
+    audio = region[noise.start : noise.start + n_samples] * np.float32(noise.gain)
+    return np.pad(audio, (0, n_samples - len(audio)))
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled model input: a clip on disk, or generated silence."""
+
+    label: str
+    path: Path | None = None
+    noise: NoiseSlice | None = None
+
+
+def examples(
+    index: DataIndex,
+    split: str,
+    keywords: Sequence[str] = DEFAULT_KEYWORDS,
+    *,
+    silence_percentage: float = 10.0,
+    unknown_percentage: float = 10.0,
+    clip_samples: int = DEFAULT_SAMPLE_RATE,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    seed: int = 0,
+) -> list[Example]:
+    """The labelled examples of one split, balanced as TensorFlow's reference recipe.
+
+    Parameters
+    ----------
+    index : DataIndex
+        From :func:`scan`.
+    split : {"train", "validation", "test"}
+    keywords : sequence of str
+        The words to spot; every other word is ``_unknown_``.
+    silence_percentage, unknown_percentage : float
+        Silence and unknown examples, each as a percentage of the split's keyword
+        clips (the reference recipe's 10 and 10). Unknown clips are a seeded random
+        choice; silence is cut from the noise recordings at a random gain in [0, 1).
+        The 12-class layout is used as it is (its silence is real, nothing is dropped).
+    clip_samples, sample_rate : int
+        Length and rate of generated silence.
+    seed : int
+        Makes the choice of unknowns and the silence reproducible.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    labels_for(keywords)  # validates the keyword list
+    clips = [c for c in index.clips if c.split == split]
+    labelled = [Example(index.label_of(c, keywords), c.path) for c in clips]
+    if index.layout == "test12":
+        return labelled
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    known = [e for e in labelled if e.label != UNKNOWN]
+    unknown = [e for e in labelled if e.label == UNKNOWN]
+    n_unknown = min(len(unknown), math.ceil(len(known) * unknown_percentage / 100))
+    chosen = [unknown[i] for i in sorted(rng.permutation(len(unknown))[:n_unknown])]
+    n_silence = math.ceil(len(known) * silence_percentage / 100)
+    if n_silence and not index.noise_files:
+        raise DataError(f"{index.root}: no {BACKGROUND_DIR}/ folder to make silence from")
+    silence = [
+        Example(
+            SILENCE,
+            noise=random_noise_slice(
+                index.noise_files, split, clip_samples, rng, float(rng.uniform(0, 1)), sample_rate
+            ),
+        )
+        for _ in range(n_silence)
+    ]
+    return known + chosen + silence
+
+
+def load_example(example: Example, clip_samples: int, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """The audio of an example, zero-padded or cut to ``clip_samples``, float32."""
+    if example.noise is not None:
+        return noise_audio(example.noise, clip_samples, sample_rate).astype(np.float32)
+    if example.path is None:
+        raise DataError("an example needs a path or a noise slice")
+    audio = load_audio(example.path, sample_rate)[:clip_samples]
+    return np.pad(audio, (0, clip_samples - len(audio)))
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found in a data folder."""
+
+    index: DataIndex
+    keywords: tuple[str, ...]
+    counts: dict[str, Counter[str]]  # split -> label -> clips on disk
+    used: dict[str, Counter[str]]  # split -> label -> examples after balancing
+    overlap: dict[tuple[str, str], int]  # pairs of splits -> speakers in both
+    unreadable: list[tuple[Path, str]]  # path, error message
+
+    @property
+    def total_clips(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+def check(root: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS) -> CheckReport:
+    """Index a data folder, probe every file, count clips, and measure speaker overlap.
+
+    Every clip and noise file is opened (header and length checked, not decoded), so
+    missing, empty, truncated and non-audio files are listed instead of failing later.
+    """
+    index = scan(root)
+    keywords = tuple(keywords)
+    unreadable = []
+    for path in [c.path for c in index.clips] + index.noise_files:
+        try:
+            probe(path)
+        except AudioError as e:
+            unreadable.append((path, str(e)))
+    bad = {path for path, _ in unreadable}
+    index.clips = [c for c in index.clips if c.path not in bad]
+    index.noise_files = [p for p in index.noise_files if p not in bad]
+    counts = {s: Counter(index.label_of(c, keywords) for c in index.clips if c.split == s) for s in SPLITS}
+    used = {
+        s: Counter(e.label for e in examples(index, s, keywords)) if counts[s] else Counter() for s in SPLITS
+    }
+    speakers = {s: {c.speaker for c in index.clips if c.split == s and c.speaker} for s in SPLITS}
+    overlap = {(a, b): len(speakers[a] & speakers[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]}
+    return CheckReport(index, keywords, counts, used, overlap, unreadable)
+
+
+def format_check(report: CheckReport) -> str:
+    """A plain-text table of a :class:`CheckReport`."""
+    index = report.index
+    splits = [s for s in SPLITS if report.counts[s]]
+    labels = labels_for(report.keywords)
+    width = max(len(label) for label in labels) + 2
+    lines = [f"{index.root}: {index.layout} layout, {report.total_clips} clips on disk", ""]
+    lines.append("label".ljust(width) + "".join(s.rjust(12) for s in splits) + "total".rjust(9))
+    for label in labels:
+        row = [report.counts[s][label] for s in splits]
+        note = ""
+        if label == SILENCE and index.layout == "speech_commands":
+            row = [report.used[s][SILENCE] for s in splits]
+            note = f"  (generated from {len(index.noise_files)} {BACKGROUND_DIR} files)"
+        lines.append(label.ljust(width) + "".join(f"{n:12d}" for n in row) + f"{sum(row):9d}" + note)
+    lines.append("clips".ljust(width) + "".join(f"{sum(report.counts[s].values()):12d}" for s in splits))
+    if index.layout == "speech_commands":
+        lines.append(
+            "used".ljust(width)
+            + "".join(f"{sum(report.used[s].values()):12d}" for s in splits)
+            + "  (after balancing: unknown and silence each 10% of keyword clips)"
+        )
+    lines.append("")
+    speakers = {s: len({c.speaker for c in index.clips if c.split == s and c.speaker}) for s in splits}
+    lines.append("speakers: " + ", ".join(f"{s} {speakers[s]}" for s in splits))
+    lines.append(
+        "speaker overlap between splits: "
+        + ", ".join(f"{a}/{b} {n}" for (a, b), n in report.overlap.items() if a in splits and b in splits)
+        if len(splits) > 1
+        else "speaker overlap between splits: none (one split)"
+    )
+    if any(report.overlap.values()):
+        lines.append("WARNING: some speakers are in more than one split; accuracy will be overestimated")
+    if index.listed_missing:
+        lines.append(f"listed in validation/testing lists but missing: {len(index.listed_missing)}")
+        lines += [f"  {p}" for p in index.listed_missing[:20]]
+    lines.append(f"unreadable files: {len(report.unreadable)}")
+    lines += [f"  {msg}" for _, msg in report.unreadable]
+    return "\n".join(lines)

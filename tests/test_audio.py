@@ -1,0 +1,97 @@
+"""Audio reading: conversions with warnings, and a one-line error for each bad file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kws.audio import AudioConversionWarning, load_audio, probe, write_wav
+from kws.errors import AudioError
+
+
+@pytest.fixture()
+def clip(speech_commands: Path, tmp_path: Path) -> Path:
+    """A real 16 kHz clip copied into the test's folder."""
+    dst = tmp_path / "yes.wav"
+    shutil.copy(sorted((speech_commands / "yes").glob("*.wav"))[0], dst)
+    return dst
+
+
+def test_reads_real_clip_as_float32_mono(clip: Path) -> None:
+    audio = load_audio(clip)
+    raw, rate = sf.read(clip, dtype="int16")
+    assert rate == 16000 and audio.dtype == np.float32 and audio.ndim == 1
+    np.testing.assert_array_equal(audio, raw / 32768.0)
+
+
+def test_8khz_is_resampled_with_warning(fsdd: Path) -> None:
+    path = fsdd / "3_jackson_0.wav"
+    native, rate = sf.read(path)
+    assert rate == 8000
+    with pytest.warns(AudioConversionWarning, match="8000 Hz to 16000 Hz"):
+        audio = load_audio(path)
+    assert abs(len(audio) - 2 * len(native)) <= 2
+    # Resampling keeps the signal: the spectrum's energy below 4 kHz is preserved.
+    assert np.sum(audio.astype(np.float64) ** 2) / 2 == pytest.approx(np.sum(native**2), rel=0.05)
+
+
+def test_stereo_is_averaged_with_warning(clip: Path, tmp_path: Path) -> None:
+    mono = load_audio(clip)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([mono, np.zeros_like(mono)], axis=1), 16000, subtype="FLOAT")
+    with pytest.warns(AudioConversionWarning, match="2-channel"):
+        audio = load_audio(stereo)
+    np.testing.assert_allclose(audio, mono / 2, atol=1e-7)
+
+
+def test_8bit_is_widened_with_warning(clip: Path, tmp_path: Path) -> None:
+    path = tmp_path / "u8.wav"
+    sf.write(path, load_audio(clip), 16000, subtype="PCM_U8")
+    with pytest.warns(AudioConversionWarning, match="8-bit"):
+        audio = load_audio(path)
+    assert np.abs(audio - load_audio(clip)).max() < 2 / 128
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p, src: None, "file not found"),
+        (lambda p, src: p.write_bytes(b""), "file is empty"),
+        (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
+        (lambda p, src: p.write_bytes(src.read_bytes()[:40]), "truncated"),
+        (lambda p, src: p.write_text("this is a text file, not audio\n" * 20), "not an audio file"),
+        (lambda p, src: sf.write(p, np.zeros(0, dtype=np.float32), 16000), "no audio samples"),
+        (lambda p, src: p.mkdir(), "not a file"),
+    ],
+    ids=["missing", "empty", "truncated-data", "truncated-header", "not-audio", "zero-length", "directory"],
+)
+def test_bad_input_gives_one_line_error_naming_file(make, message: str, clip: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    make(bad, clip)
+    with pytest.raises(AudioError) as info:
+        load_audio(bad)
+    text = str(info.value)
+    assert text.startswith(str(bad)) and message in text and "\n" not in text
+    with pytest.raises(AudioError, match=message):
+        probe(bad)
+
+
+def test_non_finite_samples_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    sf.write(path, np.array([0.0, np.nan, 0.1], dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="not finite"):
+        load_audio(path)
+
+
+def test_write_wav_round_trips_and_leaves_no_temporary(clip: Path, tmp_path: Path) -> None:
+    audio = load_audio(clip)
+    out = tmp_path / "out" / "copy.wav"
+    write_wav(out, np.concatenate([audio, [1.5, -1.5]]))
+    back = load_audio(out)
+    np.testing.assert_allclose(back[:-2], audio, atol=1 / 32768)
+    assert back[-2] == pytest.approx(32767 / 32768) and back[-1] == -1.0  # clipped, not wrapped
+    assert [p.name for p in out.parent.iterdir()] == ["copy.wav"]
