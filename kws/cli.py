@@ -121,7 +121,7 @@ def _warning_line(message: Warning | str, category: type[Warning], *args: object
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kws`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _warning_line  # type: ignore[assignment]
+    warnings.formatwarning = _warning_line
     try:
         return int(args.func(args))
     except KwsError as e:

@@ -1,0 +1,92 @@
+"""The command line as a user runs it: output, exit status, one-line errors, no TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws.cli import main
+
+
+def run_kws(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kws", *args], capture_output=True, text=True, check=False)
+
+
+def test_data_check_official_layout(speech_commands: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(speech_commands)]) == 0
+    out = capsys.readouterr().out
+    assert "3690 clips on disk" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["label"] == ["train", "validation", "test", "total"]
+    assert rows["clips"] == ["2772", "517", "401"]
+    assert rows["yes"] == ["267", "55", "40", "362"]
+    assert "train/validation 0, train/test 0, validation/test 0" in out
+    assert "unreadable files: 0" in out
+
+
+def test_data_check_test12_and_keywords(
+    test12: Path, speech_commands: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "check", str(test12)]) == 0
+    out = capsys.readouterr().out
+    assert "574 clips on disk" in out and "_silence_           173" in out
+    assert main(["data", "check", str(speech_commands), "--keywords", "marvin,sheila"]) == 0
+    rows = {
+        line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()
+    }
+    assert rows["marvin"][0] != "0" and "yes" not in rows
+
+
+def test_data_check_fails_on_unreadable_file(speech_commands: Path, tmp_path: Path) -> None:
+    (tmp_path / "yes").mkdir()
+    (tmp_path / "yes" / "0a7c2a8d_nohash_0.wav").write_bytes(
+        (speech_commands / "yes" / sorted(os.listdir(speech_commands / "yes"))[0]).read_bytes()[:3000]
+    )
+    result = run_kws("data", "check", str(tmp_path))
+    assert result.returncode == 1
+    assert "unreadable files: 1" in result.stdout and "truncated" in result.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    for args, message in [
+        (("features", str(tmp_path / "missing.wav")), "missing.wav: file not found"),
+        (("data", "check", str(tmp_path / "nowhere")), "nowhere: data folder not found"),
+    ]:
+        result = run_kws(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip().startswith("kws: error: ") and message in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_features_command_saves_the_array(fsdd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f.npy"
+    result = run_kws("features", str(fsdd / "0_george_0.wav"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "kws: warning: audio resampled from 8000 Hz to 16000 Hz" in result.stderr
+    feats = np.load(out)
+    assert feats.shape[1] == 10 and f"{feats.shape[0]} frames x 10 MFCCs" in result.stdout
+
+
+def test_planned_commands_say_so() -> None:
+    result = run_kws("train")
+    assert result.returncode == 2 and "not implemented yet" in result.stderr
+
+
+def test_runtime_commands_never_import_tensorflow(speech_commands: Path, fsdd: Path) -> None:
+    # TensorFlow is installed in the dev environment; the runtime must still not load it.
+    code = (
+        "import sys\n"
+        "from kws.cli import main\n"
+        f"main(['data', 'check', {str(speech_commands)!r}])\n"
+        f"main(['features', {str(fsdd / '1_nicolas_0.wav')!r}])\n"
+        "import kws.audio, kws.augment, kws.data, kws.download, kws.features\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'librosa'))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
