@@ -14,10 +14,10 @@ from kws.audio import AudioConversionWarning, load_audio
 from kws.augment import AugmentConfig, augment_clip, time_shift
 from kws.data import (
     DEFAULT_KEYWORDS,
-    Example,
     NOISE_REGIONS,
     SILENCE,
     UNKNOWN,
+    Example,
     check,
     examples,
     labels_for,

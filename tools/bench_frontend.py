@@ -20,8 +20,12 @@ from kws.features import FrontendConfig, StreamingFrontend, clip_features
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/speech_commands")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/speech_commands"
+    )
     parser.add_argument("--clips", type=int, default=300, help="number of clips to run")
     args = parser.parse_args()
     config = FrontendConfig()
@@ -33,7 +37,9 @@ def main() -> None:
     for audio in clips:
         clip_features(audio, config)
     cpu = time.process_time() - start
-    print(f"batch, one clip at a time: {seconds:.0f} s of audio in {cpu:.2f} s CPU = {seconds / cpu:.0f}x real time")
+    print(
+        f"batch, one clip at a time: {seconds:.0f} s of audio in {cpu:.2f} s CPU = {seconds / cpu:.0f}x real time"
+    )
 
     for chunk_ms in (10, 20, 100):
         chunk = config.sample_rate * chunk_ms // 1000
@@ -42,7 +48,9 @@ def main() -> None:
         for i in range(0, len(stream_audio), chunk):
             stream.push(stream_audio[i : i + chunk])
         cpu = time.process_time() - start
-        print(f"streaming, {chunk_ms:3d} ms chunks: {seconds:.0f} s of audio in {cpu:.2f} s CPU = {seconds / cpu:.0f}x real time")
+        print(
+            f"streaming, {chunk_ms:3d} ms chunks: {seconds:.0f} s of audio in {cpu:.2f} s CPU = {seconds / cpu:.0f}x real time"
+        )
 
 
 if __name__ == "__main__":
