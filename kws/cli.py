@@ -7,6 +7,7 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,8 +21,6 @@ from kws.errors import KwsError
 
 # Commands whose issue has not landed yet: name -> what it will do.
 PLANNED = {
-    "train": "train the stacked LSTM and quantise it to int8",
-    "eval": "measure a model's accuracy on a data set",
     "stream": "run the streaming detector over a long recording",
     "listen": "detect keywords live from the microphone",
     "export": "export the model and C front-end for a microcontroller",
@@ -75,6 +74,49 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from kws.train import TrainConfig, run
+
+    config = TrainConfig(
+        data=str(args.data),
+        arch=args.arch,
+        keywords=args.keywords,
+        epochs=args.epochs,
+        units=args.units,
+        seed=args.seed,
+    )
+    report = run(config, args.out, resume=args.resume, benchmark=args.benchmark, progress=not args.quiet)
+    main_set = report["per_class_recall"]["set"]
+    acc = report["accuracy"][main_set]
+    print(f"trained {config.arch} in {report['training']['seconds'] / 60:.1f} min; models in {args.out}")
+    for name, value in acc.items():
+        print(f"  {name:<18} {main_set} accuracy {value:.2%}")
+    for name, a in report["tflm_vs_litert"].items():
+        print(f"  TFLM vs LiteRT, {name}: top-1 agreement {a['top1_agreement']:.2%}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 1 if report["interrupted"] else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kws.evaluate import evaluate, format_result, load_features
+    from kws.runtime import load_runner
+
+    runner = load_runner(args.model, args.runtime)
+    data = load_features(
+        args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.json
+    )
+    result = evaluate(runner, data, progress=not args.json)
+    if args.json:
+        print(
+            json.dumps(
+                {"model": str(args.model), "runtime": runner.runtime, "data": data.source, **result.to_dict()}
+            )
+        )
+    else:
+        print(format_result(result, f"{args.model} ({runner.runtime}) on {data.source}"))
+    return 0
+
+
 def _planned(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"kws {name}: not implemented yet", file=sys.stderr)
@@ -108,6 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("file", type=Path, help="a WAV or FLAC file (converted to 16 kHz mono)")
     feats.add_argument("--out", type=Path, help="save the (frames, cepstra) array as .npy")
     feats.set_defaults(func=cmd_features)
+
+    train = sub.add_parser(
+        "train", help="train a model and quantise it to int8 (float, int8 and step models)"
+    )
+    train.add_argument("--data", type=Path, required=True, help="Speech Commands folder (official layout)")
+    train.add_argument("--out", type=Path, required=True, help="run folder for models, checkpoint and report")
+    train.add_argument("--arch", choices=["lstm", "gru", "dscnn"], default="lstm")
+    train.add_argument(
+        "--keywords", type=_keywords, default=DEFAULT_KEYWORDS, help="comma-separated keywords"
+    )
+    train.add_argument("--epochs", type=int, default=80, help="most epochs (early stopping may end sooner)")
+    train.add_argument("--units", type=int, default=64, help="recurrent units per layer")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="accuracy, per-class recall and confusion matrix of a model")
+    ev.add_argument("--model", type=Path, required=True, help="a .tflite or .h5 model written by kws train")
+    ev.add_argument("--data", type=Path, required=True, help="Speech Commands folder or 12-class test folder")
+    ev.add_argument("--split", choices=["train", "validation", "test"], default="test")
+    ev.add_argument("--runtime", choices=["litert", "tflm", "keras"], default="litert")
+    ev.add_argument("--json", action="store_true", help="one JSON object on stdout, nothing else")
+    ev.set_defaults(func=cmd_eval)
 
     for name, help_text in PLANNED.items():
         sub.add_parser(name, help=f"{help_text} (not implemented yet)").set_defaults(func=_planned(name))

@@ -11,7 +11,9 @@ hash-of-speaker rule splits them. The 12-class test layout has one folder a labe
 Labels are ``_silence_``, ``_unknown_`` and the keywords (a parameter: any word not in
 it is unknown). As in TensorFlow's reference recipe, each split gets silence and
 unknown examples amounting to a percentage of its keyword clips; silence is cut from
-the background-noise recordings at a random level. Unlike the reference, each split
+the background-noise recordings at a random RMS level spanning that of real silence
+clips (the noise files of this copy of the data set are 40 dB quieter than the
+canonical test set's silence). Unlike the reference, each split
 takes its noise from its own part of every recording (train the first 80%, validation
 the next 10%, test the last 10%), so no noise is shared between train and test.
 """
@@ -45,6 +47,10 @@ NOISE_REGIONS: dict[str, tuple[float, float]] = {
     "validation": (0.8, 0.9),
     "test": (0.9, 1.0),
 }
+
+# Generated silence spans the levels of real "silence" clips: the canonical 12-class test
+# set's _silence_ clips measure 2e-4 to 0.33 RMS (median 0.027).
+SILENCE_RMS_RANGE = (1e-4, 0.3)
 
 # TensorFlow's speech_commands/input_data.py: the hash split's modulus.
 _MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
@@ -201,12 +207,12 @@ def noise_region(path: Path, split: str, sample_rate: int = DEFAULT_SAMPLE_RATE)
 
 @dataclass(frozen=True)
 class NoiseSlice:
-    """``gain`` times a slice of a noise recording, from the part ``split`` may use."""
+    """A slice of a noise recording, from the part ``split`` may use, scaled to an RMS level."""
 
     path: Path
     split: str
     start: int  # sample offset within the split's region of the recording
-    gain: float
+    rms: float  # level of the returned samples (full scale is 1.0)
 
 
 def random_noise_slice(
@@ -214,20 +220,27 @@ def random_noise_slice(
     split: str,
     n_samples: int,
     rng: np.random.Generator,
-    gain: float = 1.0,
+    rms: float,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
 ) -> NoiseSlice:
     """A random ``n_samples`` slice of a random recording, from ``split``'s region of it."""
     path = noise_files[int(rng.integers(len(noise_files)))]
     region = noise_region(path, split, sample_rate)
-    return NoiseSlice(path, split, int(rng.integers(0, max(1, len(region) - n_samples))), gain)
+    return NoiseSlice(path, split, int(rng.integers(0, max(1, len(region) - n_samples))), rms)
 
 
 def noise_audio(noise: NoiseSlice, n_samples: int, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
-    """The samples of a :class:`NoiseSlice`, zero-padded to ``n_samples`` if the region is short."""
+    """The samples of a :class:`NoiseSlice` at its RMS level, zero-padded to ``n_samples``.
+
+    Levels are set by RMS, not by a gain on the recording, because recordings come at
+    any level (the background files of one copy of the data set may be 40 dB quieter
+    than another's).
+    """
     region = noise_region(noise.path, noise.split, sample_rate)
-    audio = region[noise.start : noise.start + n_samples] * np.float32(noise.gain)
-    return np.pad(audio, (0, n_samples - len(audio)))
+    audio = region[noise.start : noise.start + n_samples].astype(np.float64)
+    level = np.sqrt(np.mean(audio**2)) if len(audio) else 0.0
+    audio = audio * (noise.rms / level if level > 0 else 0.0)
+    return np.pad(audio, (0, n_samples - len(audio))).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -237,6 +250,10 @@ class Example:
     label: str
     path: Path | None = None
     noise: NoiseSlice | None = None
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
 def examples(
@@ -262,7 +279,8 @@ def examples(
     silence_percentage, unknown_percentage : float
         Silence and unknown examples, each as a percentage of the split's keyword
         clips (the reference recipe's 10 and 10). Unknown clips are a seeded random
-        choice; silence is cut from the noise recordings at a random gain in [0, 1).
+        choice; silence is cut from the noise recordings at an RMS level drawn
+        log-uniformly from ``SILENCE_RMS_RANGE``.
         The 12-class layout is used as it is (its silence is real, nothing is dropped).
     clip_samples, sample_rate : int
         Length and rate of generated silence.
@@ -288,7 +306,12 @@ def examples(
         Example(
             SILENCE,
             noise=random_noise_slice(
-                index.noise_files, split, clip_samples, rng, float(rng.uniform(0, 1)), sample_rate
+                index.noise_files,
+                split,
+                clip_samples,
+                rng,
+                _log_uniform(rng, *SILENCE_RMS_RANGE),
+                sample_rate,
             ),
         )
         for _ in range(n_silence)

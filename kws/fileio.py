@@ -18,7 +18,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     target : path
         The file to create or replace.
     suffix : str
-        Suffix for the temporary name (some writers choose the format by extension).
+        Ending of the temporary name, for writers that choose the format by extension
+        (Keras saves HDF5 only to a name ending in ``.h5``).
 
     The temporary file lives in the same folder, so the final ``os.replace`` is an
     atomic rename on the same file system. On any exception it is removed and
@@ -26,7 +27,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -19,10 +19,9 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tf_keras as keras  # noqa: E402
+import tf_keras as keras
 
-ARCHITECTURES = ("lstm", "gru", "dscnn")
-RECURRENT = ("lstm", "gru")
+from kws.artifact import ARCHITECTURES, RECURRENT
 
 
 def build(

@@ -34,3 +34,40 @@ def test12() -> Path:
 def fsdd() -> Path:
     """Free Spoken Digit Dataset recordings (8 kHz)."""
     return _shared("fsdd") / "recordings"
+
+
+@pytest.fixture(scope="session")
+def small_speech_commands(tmp_path_factory: pytest.TempPathFactory, speech_commands: Path) -> Path:
+    """A small copy (symlinks) of the official layout: up to 70 training and 12 validation clips a word."""
+    root = tmp_path_factory.mktemp("small_speech_commands")
+    validation = set((speech_commands / "validation_list.txt").read_text().split())
+    testing = set((speech_commands / "testing_list.txt").read_text().split())
+    kept_validation = []
+    for folder in sorted(p for p in speech_commands.iterdir() if p.is_dir()):
+        (root / folder.name).mkdir()
+        if folder.name == "_background_noise_":
+            for f in folder.iterdir():
+                (root / folder.name / f.name).symlink_to(f)
+            continue
+        rels = [f"{folder.name}/{f.name}" for f in sorted(folder.glob("*.wav"))]
+        train = [r for r in rels if r not in validation and r not in testing][:70]
+        val = [r for r in rels if r in validation][:12]
+        kept_validation += val
+        for rel in train + val:
+            (root / rel).symlink_to(speech_commands / rel)
+    (root / "validation_list.txt").write_text("\n".join(kept_validation) + "\n")
+    (root / "testing_list.txt").write_text("")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, small_speech_commands: Path, test12: Path) -> Path:
+    """A short real training run (LSTM, few epochs, small data): its run folder with every file."""
+    from kws.train import TrainConfig, run
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    config = TrainConfig(
+        data=str(small_speech_commands), epochs=20, units=32, patience=20, calibration_clips=100
+    )
+    run(config, out, benchmark=test12, progress=False)
+    return out

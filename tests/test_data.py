@@ -124,9 +124,12 @@ def test_silence_comes_from_the_splits_own_noise(speech_commands: Path) -> None:
             lo, hi = NOISE_REGIONS[split]
             start = int(lo * len(noise)) + e.noise.start
             assert start + 16000 <= int(hi * len(noise))
-            np.testing.assert_allclose(
-                audio, noise[start : start + 16000] * np.float32(e.noise.gain), atol=1e-7
-            )
+            piece = noise[start : start + 16000].astype(np.float64)
+            scaled = piece * e.noise.rms / np.sqrt(np.mean(piece**2))
+            np.testing.assert_allclose(audio, scaled, rtol=1e-5, atol=1e-9)
+        # Levels span those of real silence clips (log-uniform over SILENCE_RMS_RANGE).
+        levels = [e.noise.rms for e in examples(index, split) if e.noise is not None]
+        assert min(levels) < 1e-3 and max(levels) > 0.05
 
 
 def test_load_example_pads_short_clips_and_cuts_long_ones(fsdd: Path) -> None:
@@ -169,11 +172,12 @@ def test_augmentation(speech_commands: Path) -> None:
     np.testing.assert_array_equal(time_shift(audio, 100)[100:], audio[:-100])
     np.testing.assert_array_equal(time_shift(audio, -100)[:-100], audio[100:])
     noise = scan(speech_commands).noise_files
-    quiet = AugmentConfig(time_shift_ms=0, gain_db=0, noise_probability=1.0, noise_max_gain=0.1)
-    out = augment_clip(audio, np.random.default_rng(0), noise, quiet)
+    snr_10 = AugmentConfig(speed=0, time_shift_ms=0, gain_db=0, noise_probability=1.0, snr_db=(10.0, 10.0))
+    out = augment_clip(audio, np.random.default_rng(0), noise, snr_10)
     assert out.shape == audio.shape and out.dtype == np.float32
-    assert 0 < np.abs(out - audio).max() <= 0.1 * 1.0 + 1e-6  # noise recordings are within [-1, 1]
-    gain_only = AugmentConfig(time_shift_ms=0, gain_db=6, noise_probability=0)
+    rms = lambda x: float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2)))  # noqa: E731
+    assert rms(out - audio) == pytest.approx(rms(audio) / 10**0.5, rel=1e-3)
+    gain_only = AugmentConfig(speed=0, time_shift_ms=0, gain_db=6, noise_probability=0)
     ratio = (
         np.abs(augment_clip(audio, np.random.default_rng(1), noise, gain_only)).max() / np.abs(audio).max()
     )

@@ -1,0 +1,123 @@
+"""Trained Keras weights -> the model files: float Keras, float TFLite, int8 TFLite (clip and step).
+
+All files come from the same trained weights, copied into fixed-batch models (the int8
+LSTM conversion needs a static batch of 1), and each carries its labels and front-end
+config (:mod:`kws.artifact`). Needs TensorFlow (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from kws.artifact import ModelInfo, embed_metadata, widen_lstm_cell_scales
+from kws.fileio import atomic_path, write_bytes_atomic
+from kws.model import RECURRENT, build, copy_weights, keras
+
+import tensorflow as tf  # isort: skip  (after kws.model, which selects tf-keras)
+
+# Names of the files a training run writes (RUN_DIR/<name>).
+KERAS_FILE = "model.h5"
+FLOAT_FILE = "float.tflite"
+INT8_FILE = "int8.tflite"
+STEP_FILE = "int8_step.tflite"
+
+
+def to_tflite(
+    model: keras.Model, representative: Callable[[], Iterator[list[np.ndarray]]] | None = None
+) -> bytes:
+    """Convert a fixed-batch Keras model to TFLite: float, or full int8 when given calibration data.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model built with ``batch_size=1``.
+    representative : callable or None
+        Yields ``[input]`` batches of real features for int8 calibration. With it the
+        model is fully int8 (int8 input and output, int8 kernels only); without it, float.
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        # LiteRT's int8 LSTM skips its tanh when a cell-state scale comes out at 2^-16 (a
+        # cell state calibrated within +-0.5); 2^-15 is computed right by LiteRT and TFLM.
+        return widen_lstm_cell_scales(bytes(converter.convert()))
+    return bytes(converter.convert())
+
+
+def save_keras(model: keras.Model, path: Path, info: ModelInfo) -> None:
+    """Save a Keras model as HDF5 with its :class:`ModelInfo` in the root attribute ``kws_metadata``."""
+    with atomic_path(path, suffix=".h5") as tmp:
+        model.save(tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["kws_metadata"] = info.to_json()
+
+
+def export_models(
+    trained: keras.Model,
+    info: ModelInfo,
+    calibration: np.ndarray,
+    out_dir: Path,
+    *,
+    units: int,
+    layers: int,
+) -> dict[str, Path]:
+    """Write every model file of a run from one set of trained weights.
+
+    Parameters
+    ----------
+    trained : keras.Model
+        The trained model (any batch size).
+    info : ModelInfo
+        Labels, front-end and architecture; ``kind`` is set per file.
+    calibration : np.ndarray, shape (n, frames, n_mfcc)
+        Real training features for int8 calibration (a few hundred clips).
+    out_dir : Path
+        Run folder.
+    units, layers : int
+        The recurrent size the model was built with (to rebuild it with a fixed batch).
+
+    Returns
+    -------
+    dict
+        ``{"keras": ..., "float": ..., "int8": ..., "int8_step": ...}`` paths (no step
+        model for convolutional architectures).
+    """
+    frames, n_mfcc = calibration.shape[1:]
+    clip_info = info.with_kind("clip")
+    fixed = copy_weights(
+        trained, build(info.arch, len(info.labels), frames, n_mfcc, units=units, layers=layers, batch_size=1)
+    )
+
+    def clips() -> Iterator[list[np.ndarray]]:
+        for x in calibration:
+            yield [x[None].astype(np.float32)]
+
+    paths = {"keras": out_dir / KERAS_FILE, "float": out_dir / FLOAT_FILE, "int8": out_dir / INT8_FILE}
+    save_keras(trained, paths["keras"], clip_info)
+    write_bytes_atomic(paths["float"], embed_metadata(to_tflite(fixed), clip_info))
+    write_bytes_atomic(paths["int8"], embed_metadata(to_tflite(fixed, clips), clip_info))
+    if info.arch in RECURRENT:
+        step = copy_weights(
+            trained, build(info.arch, len(info.labels), 1, n_mfcc, units=units, layers=layers, batch_size=1)
+        )
+
+        # The step model's LSTM keeps its state between invokes, so calibration feeds each
+        # clip's frames in order: the ranges seen are those of real streams.
+        def frames_in_order() -> Iterator[list[np.ndarray]]:
+            for x in calibration[:100]:
+                for frame in x:
+                    yield [frame[None, None].astype(np.float32)]
+
+        paths["int8_step"] = out_dir / STEP_FILE
+        write_bytes_atomic(
+            paths["int8_step"], embed_metadata(to_tflite(step, frames_in_order), info.with_kind("step"))
+        )
+    return paths

@@ -1,0 +1,154 @@
+"""Accuracy of a model on a data set: top-1, per-class recall, confusion matrix.
+
+Works on any :class:`~kws.runtime.Runner` (LiteRT, TFLM or the float Keras model), with
+features computed by the front-end stored in the model, so no TensorFlow is needed for
+``.tflite`` files. The recurrent state is reset before every clip (``run_clip``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
+from kws.errors import DataError
+from kws.features import FrontendConfig, clip_features
+from kws.runtime import Runner
+
+
+@dataclass(frozen=True)
+class LabelledFeatures:
+    """Model inputs of a data split with their label indices."""
+
+    features: np.ndarray  # (n, frames, n_mfcc), normalised
+    labels: np.ndarray  # (n,) index into the label list
+    label_names: tuple[str, ...]
+    source: str  # "<folder> (<split>)", for reports
+
+
+def keywords_of(labels: Sequence[str]) -> list[str]:
+    """The keywords of a model's label list (``_silence_``, ``_unknown_``, keywords...)."""
+    if list(labels[:2]) != [SILENCE, UNKNOWN]:
+        raise DataError(f"label list must start with {SILENCE}, {UNKNOWN}; got {list(labels)}")
+    return list(labels[2:])
+
+
+def load_features(
+    data_dir: str | Path,
+    split: str,
+    labels: Sequence[str],
+    frontend: FrontendConfig,
+    *,
+    progress: bool = False,
+) -> LabelledFeatures:
+    """Features and labels of one split of a data folder (either layout).
+
+    Parameters
+    ----------
+    data_dir : path
+        Speech Commands folder or 12-class test folder.
+    split : str
+        ``train``, ``validation`` or ``test`` (the 12-class layout is all ``test``).
+    labels : sequence of str
+        The model's labels; keywords are ``labels[2:]``.
+    frontend : FrontendConfig
+        The model's front-end (with its normalisation).
+    progress : bool
+        Show a progress bar while reading.
+    """
+    index = scan(data_dir)
+    chosen = examples(index, split, keywords_of(labels), clip_samples=frontend.clip_samples)
+    if not chosen:
+        raise DataError(f"{data_dir}: no clips in split {split!r}")
+    feats = np.stack(
+        [
+            clip_features(load_example(e, frontend.clip_samples, frontend.sample_rate), frontend)
+            for e in tqdm(chosen, desc=f"features {split}", disable=not progress, leave=False)
+        ]
+    )
+    y = np.array([list(labels).index(e.label) for e in chosen])
+    return LabelledFeatures(feats, y, tuple(labels), f"{data_dir} ({split})")
+
+
+def predict(runner: Runner, features: np.ndarray, *, progress: bool = False, desc: str = "") -> np.ndarray:
+    """Probabilities for each clip, shape (n, n_labels); state reset before each clip."""
+    return np.stack(
+        [
+            runner.run_clip(x)
+            for x in tqdm(features, desc=desc or runner.runtime, disable=not progress, leave=False)
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Predictions on a labelled set, with the usual summaries."""
+
+    label_names: tuple[str, ...]
+    y_true: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return np.asarray(self.probabilities.argmax(axis=1))
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.y_pred == self.y_true))
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """Rows: true label, columns: predicted label."""
+        n = len(self.label_names)
+        return np.bincount(self.y_true * n + self.y_pred, minlength=n * n).reshape(n, n)
+
+    @property
+    def recall(self) -> dict[str, float | None]:
+        """Per-class recall (None for a class absent from the set)."""
+        c = self.confusion
+        return {
+            name: (float(c[i, i] / c[i].sum()) if c[i].sum() else None)
+            for i, name in enumerate(self.label_names)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clips": len(self.y_true),
+            "accuracy": self.accuracy,
+            "recall": self.recall,
+            "labels": list(self.label_names),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def evaluate(runner: Runner, data: LabelledFeatures, *, progress: bool = False) -> EvalResult:
+    """Run ``runner`` over a labelled set."""
+    return EvalResult(data.label_names, data.labels, predict(runner, data.features, progress=progress))
+
+
+def agreement(a: EvalResult, b: EvalResult) -> tuple[float, float]:
+    """Top-1 agreement (fraction of clips) and largest absolute probability difference."""
+    return float(np.mean(a.y_pred == b.y_pred)), float(np.abs(a.probabilities - b.probabilities).max())
+
+
+def format_result(result: EvalResult, title: str = "") -> str:
+    """Accuracy, per-class recall and the confusion matrix as plain text."""
+    names = result.label_names
+    lines = [title] if title else []
+    lines.append(f"accuracy: {result.accuracy:.2%} on {len(result.y_true)} clips")
+    lines.append("")
+    lines.append("recall per class:")
+    for name, r in result.recall.items():
+        lines.append(f"  {name:<10} {'n/a' if r is None else f'{r:.1%}':>6}")
+    lines.append("")
+    lines.append("confusion (rows: true, columns: predicted):")
+    short = [n.strip("_")[:5] for n in names]
+    lines.append(" " * 11 + "".join(f"{s:>6}" for s in short))
+    for name, row in zip(short, result.confusion, strict=True):
+        lines.append(f"  {name:<9}" + "".join(f"{v:6d}" for v in row))
+    return "\n".join(lines)

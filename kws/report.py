@@ -1,0 +1,163 @@
+"""The training report: every model file measured on validation and the benchmark set.
+
+Writes ``report.json`` (for machines), ``report.md`` (for people) and a confusion-matrix
+PNG for the int8 model, all atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kws.artifact import tflite_ops
+from kws.evaluate import EvalResult, LabelledFeatures, agreement, evaluate, load_features
+from kws.fileio import atomic_path, write_text_atomic
+from kws.runtime import load_runner
+
+if TYPE_CHECKING:
+    from kws.model import keras
+    from kws.train import TrainConfig, TrainingData, TrainState
+
+
+def _evaluations(
+    paths: dict[str, Path],
+    model: keras.Model,
+    data: LabelledFeatures,
+    runtimes: Sequence[str],
+    progress: bool,
+) -> dict[str, EvalResult]:
+    """Every model file (and runtime) over one labelled set."""
+    out = {"float keras": EvalResult(data.label_names, data.labels, model.predict(data.features, verbose=0))}
+    out["float tflite"] = evaluate(load_runner(paths["float"]), data, progress=progress)
+    for key, name in (("int8", "int8"), ("int8_step", "int8 step")):
+        if key in paths:
+            for runtime in runtimes:
+                out[f"{name} {runtime}"] = evaluate(load_runner(paths[key], runtime), data, progress=progress)
+    return out
+
+
+def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
+    """Save a confusion matrix (rows true, columns predicted) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result.confusion
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(c / np.maximum(c.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    names = list(result.label_names)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if c[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(c[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if i == j else "black",
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Training report: {report['arch']} ({report['run_dir']})", ""]
+    if report["interrupted"]:
+        lines += ["**Interrupted**: models exported from the best epoch reached.", ""]
+    t = report["training"]
+    lines += [
+        f"- data: `{report['config']['data']}`; keywords: {', '.join(report['labels'][2:])}",
+        f"- epochs: {t['epochs']} (best {t['best_epoch']}, validation accuracy {t['best_val_accuracy']:.2%}); "
+        f"training time {t['seconds'] / 60:.1f} min",
+        f"- parameters: {report['params']:,}",
+        "",
+        "| file | bytes |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| `{name}` | {size:,} |" for name, size in report["sizes"].items()]
+    lines += ["", f"int8 ops: {', '.join(report['ops']['int8'])}", ""]
+    sets = list(report["accuracy"])
+    lines += ["| model | " + " | ".join(sets) + " |", "| --- |" + " ---: |" * len(sets)]
+    for name in report["accuracy"][sets[0]]:
+        lines.append(f"| {name} | " + " | ".join(f"{report['accuracy'][s][name]:.2%}" for s in sets) + " |")
+    lines.append("")
+    for s, a in report["tflm_vs_litert"].items():
+        lines.append(
+            f"- TFLM vs LiteRT ({s}): top-1 agreement {a['top1_agreement']:.2%}, "
+            f"largest probability difference {a['max_abs_diff']:.4f}"
+        )
+    main = report["per_class_recall"]
+    lines += ["", f"Per-class recall, int8 ({main['set']}):", "", "| label | recall |", "| --- | ---: |"]
+    lines += [f"| {k} | {'n/a' if v is None else f'{v:.1%}'} |" for k, v in main["recall"].items()]
+    lines += ["", f"![confusion matrix]({report['confusion_png']})", ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: Path,
+    config: TrainConfig,
+    state: TrainState,
+    paths: dict[str, Path],
+    model: keras.Model,
+    data: TrainingData,
+    *,
+    benchmark: str | Path | None,
+    interrupted: bool,
+    progress: bool,
+    runtimes: Sequence[str],
+) -> dict[str, Any]:
+    """Evaluate every model file and write report.json, report.md and confusion.png."""
+    sets = {"validation": LabelledFeatures(data.val_x, data.val_y, tuple(data.labels), "validation")}
+    if benchmark is not None:
+        sets["benchmark"] = load_features(benchmark, "test", data.labels, data.frontend, progress=progress)
+    results = {name: _evaluations(paths, model, s, runtimes, progress) for name, s in sets.items()}
+    main_set = "benchmark" if "benchmark" in results else "validation"
+    main = results[main_set]["int8 litert"]
+    png = run_dir / "confusion.png"
+    plot_confusion(main, png, f"int8 {config.arch}, {main_set}: {main.accuracy:.1%}")
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "arch": config.arch,
+        "labels": list(data.labels),
+        "interrupted": interrupted,
+        "config": config.to_dict(),
+        "frontend": data.frontend.to_dict(),
+        "training": {
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "best_val_accuracy": state.best_accuracy,
+            "seconds": state.train_seconds,
+            "history": state.history,
+        },
+        "params": int(model.count_params()),
+        "sizes": {p.name: p.stat().st_size for p in paths.values()},
+        "ops": {k: tflite_ops(p.read_bytes()) for k, p in paths.items() if p.suffix == ".tflite"},
+        "accuracy": {s: {name: r.accuracy for name, r in res.items()} for s, res in results.items()},
+        "tflm_vs_litert": {},
+        "per_class_recall": {"set": main_set, "recall": main.recall},
+        "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in results.items()},
+        "confusion_png": png.name,
+    }
+    if "tflm" in runtimes and "litert" in runtimes:
+        for s, res in results.items():
+            for name in ("int8", "int8 step"):
+                if f"{name} tflm" in res:
+                    top1, diff = agreement(res[f"{name} litert"], res[f"{name} tflm"])
+                    report["tflm_vs_litert"][f"{name}, {s}"] = {"top1_agreement": top1, "max_abs_diff": diff}
+    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1))
+    write_text_atomic(run_dir / "report.md", _markdown(report))
+    return report

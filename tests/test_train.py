@@ -1,0 +1,189 @@
+"""A real (short) training run: valid int8 models, parity between them, eval, resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws.artifact import read_metadata, tflite_ops
+from kws.evaluate import evaluate, load_features
+from kws.features import FrontendConfig
+from kws.runtime import load_runner
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run: Path) -> dict:
+    return json.loads((tiny_run / "report.json").read_text())
+
+
+def test_run_writes_every_file(tiny_run: Path) -> None:
+    for name in (
+        "model.h5",
+        "float.tflite",
+        "int8.tflite",
+        "int8_step.tflite",
+        "report.json",
+        "report.md",
+        "confusion.png",
+    ):
+        assert (tiny_run / name).stat().st_size > 0, name
+    assert (tiny_run / "checkpoint" / "best_weights.h5").is_file()
+    assert not list(tiny_run.rglob("*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_int8_models_are_small_fully_int8_and_fused(tiny_run: Path) -> None:
+    for name, kind in (("int8.tflite", "clip"), ("int8_step.tflite", "step")):
+        data = (tiny_run / name).read_bytes()
+        assert len(data) <= 100 * 1024
+        ops = tflite_ops(data)
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and "WHILE" not in ops
+        runner = load_runner(tiny_run / name, require_int8=True)
+        assert runner.quantized and runner.info.kind == kind
+        load_runner(tiny_run / name, "tflm")  # TFLM accepts every op
+
+
+def test_metadata_round_trip(tiny_run: Path, report: dict) -> None:
+    for name in ("float.tflite", "int8.tflite", "int8_step.tflite"):
+        info = read_metadata((tiny_run / name).read_bytes())
+        assert list(info.labels) == report["labels"]
+        assert info.frontend == FrontendConfig.from_dict(report["frontend"])
+        assert info.frontend.normalised
+    assert load_runner(tiny_run / "model.h5").info.labels == tuple(report["labels"])
+
+
+def test_tiny_model_beats_chance_on_benchmark(tiny_run: Path, report: dict, test12: Path) -> None:
+    runner = load_runner(tiny_run / "int8.tflite")
+    data = load_features(test12, "test", runner.info.labels, runner.info.frontend)
+    accuracy = evaluate(runner, data).accuracy
+    assert accuracy >= 0.40  # chance is 1/12
+    assert accuracy == pytest.approx(report["accuracy"]["benchmark"]["int8 litert"])
+
+
+def test_step_model_agrees_with_whole_clip_model(report: dict) -> None:
+    results = report["results"]["benchmark"]
+    clip = np.argmax(np.array(results["int8 litert"]["confusion"]), axis=1)  # sanity: same shapes
+    assert clip.shape == (12,)
+    step_acc = report["accuracy"]["benchmark"]["int8 step litert"]
+    clip_acc = report["accuracy"]["benchmark"]["int8 litert"]
+    assert abs(step_acc - clip_acc) <= 0.05
+    agreement = report["tflm_vs_litert"]["int8, benchmark"]["top1_agreement"]
+    assert agreement >= 0.99
+
+
+def test_eval_cli_on_both_layouts(
+    tiny_run: Path, report: dict, test12: Path, small_speech_commands: Path
+) -> None:
+    for data, split, expected in (
+        (test12, "test", report["accuracy"]["benchmark"]["int8 tflm"]),
+        (small_speech_commands, "validation", report["accuracy"]["validation"]["int8 tflm"]),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kws",
+                "eval",
+                "--model",
+                str(tiny_run / "int8.tflite"),
+                "--data",
+                str(data),
+                "--split",
+                split,
+                "--runtime",
+                "tflm",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = json.loads(result.stdout)  # nothing but the JSON object on stdout
+        assert out["accuracy"] == pytest.approx(expected)
+        assert out["runtime"] == "tflm" and len(out["confusion"]) == 12
+
+
+def test_refuses_to_overwrite_a_run(tiny_run: Path, small_speech_commands: Path) -> None:
+    from kws.errors import KwsError
+    from kws.train import TrainConfig, run
+
+    with pytest.raises(KwsError, match="use --resume"):
+        run(TrainConfig(data=str(small_speech_commands), epochs=1), tiny_run, progress=False)
+    with pytest.raises(KwsError, match="different settings"):
+        run(
+            TrainConfig(data=str(small_speech_commands), epochs=1, units=8),
+            tiny_run,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
+    small_speech_commands: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kws",
+            "train",
+            "--data",
+            str(small_speech_commands),
+            "--out",
+            str(out),
+            "--epochs",
+            "50",
+            "--units",
+            "16",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert state.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    epochs = json.loads(state.read_text())["epoch"]
+    assert 1 <= epochs < 50
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] and report["training"]["epochs"] == epochs
+    runner = load_runner(out / "int8.tflite", require_int8=True)
+    assert runner.run_clip(np.zeros((49, 10), dtype=np.float32)).shape == (12,)
+    # Resuming continues from the checkpoint, not from scratch.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kws",
+            "train",
+            "--data",
+            str(small_speech_commands),
+            "--out",
+            str(out),
+            "--epochs",
+            str(epochs + 1),
+            "--units",
+            "16",
+            "--resume",
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ},
+    )
+    history = json.loads(state.read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 2))
