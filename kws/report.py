@@ -89,7 +89,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "| --- | ---: |",
     ]
     lines += [f"| `{name}` | {size:,} |" for name, size in report["sizes"].items()]
-    lines += ["", f"int8 ops: {', '.join(report['ops']['int8'])}", ""]
+    lines += [""] + [f"{name} ops: {', '.join(ops)}" for name, ops in report["ops"].items()] + [""]
     sets = list(report["accuracy"])
     lines += ["| model | " + " | ".join(sets) + " |", "| --- |" + " ---: |" * len(sets)]
     for name in report["accuracy"][sets[0]]:
@@ -101,7 +101,13 @@ def _markdown(report: dict[str, Any]) -> str:
             f"largest probability difference {a['max_abs_diff']:.4f}"
         )
     main = report["per_class_recall"]
-    lines += ["", f"Per-class recall, int8 ({main['set']}):", "", "| label | recall |", "| --- | ---: |"]
+    lines += [
+        "",
+        f"Per-class recall, {main['model']} ({main['set']}):",
+        "",
+        "| label | recall |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {k} | {'n/a' if v is None else f'{v:.1%}'} |" for k, v in main["recall"].items()]
     lines += ["", f"![confusion matrix]({report['confusion_png']})", ""]
     return "\n".join(lines)
@@ -126,9 +132,10 @@ def write_report(
         sets["benchmark"] = load_features(benchmark, "test", data.labels, data.frontend, progress=progress)
     results = {name: _evaluations(paths, model, s, runtimes, progress) for name, s in sets.items()}
     main_set = "benchmark" if "benchmark" in results else "validation"
-    main = results[main_set]["int8 litert"]
+    main_name = "int8 litert" if "int8 litert" in results[main_set] else "float tflite"
+    main = results[main_set][main_name]
     png = run_dir / "confusion.png"
-    plot_confusion(main, png, f"int8 {config.arch}, {main_set}: {main.accuracy:.1%}")
+    plot_confusion(main, png, f"{main_name} {config.arch}, {main_set}: {main.accuracy:.1%}")
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
         "arch": config.arch,
@@ -148,7 +155,7 @@ def write_report(
         "ops": {k: tflite_ops(p.read_bytes()) for k, p in paths.items() if p.suffix == ".tflite"},
         "accuracy": {s: {name: r.accuracy for name, r in res.items()} for s, res in results.items()},
         "tflm_vs_litert": {},
-        "per_class_recall": {"set": main_set, "recall": main.recall},
+        "per_class_recall": {"set": main_set, "model": main_name, "recall": main.recall},
         "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in results.items()},
         "confusion_png": png.name,
     }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kws.audio import AudioConversionWarning, load_audio
-from kws.augment import AugmentConfig, augment_clip, time_shift
+from kws.augment import AugmentConfig, augment_clip, change_speed, mask_features, time_shift
 from kws.data import (
     DEFAULT_KEYWORDS,
     NOISE_REGIONS,
@@ -184,3 +184,22 @@ def test_augmentation(speech_commands: Path) -> None:
     assert 10 ** (-6 / 20) - 1e-3 <= ratio <= 10 ** (6 / 20) + 1e-3
     a = augment_clip(audio, np.random.default_rng(7), noise)
     np.testing.assert_array_equal(a, augment_clip(audio, np.random.default_rng(7), noise))
+
+
+def test_speed_change_and_feature_masks(speech_commands: Path) -> None:
+    audio = load_audio(sorted((speech_commands / "no").glob("*.wav"))[3])[:16000]
+    for factor in (0.9, 1.1):
+        out = change_speed(audio, factor)
+        assert out.shape == audio.shape
+    # A tone played 10% faster is 10% higher.
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    peak = np.argmax(np.abs(np.fft.rfft(change_speed(tone, 1.1)[4000:12000]))) * 16000 / 8000
+    assert peak == pytest.approx(1100, abs=4)
+    feats = np.ones((49, 10), dtype=np.float32)
+    config = AugmentConfig(time_masks=2, time_mask_frames=5, coefficient_masks=1, coefficient_mask_width=2)
+    masked = [mask_features(feats, np.random.default_rng(s), config) for s in range(50)]
+    zeros_rows = [int((m == 0).all(axis=1).sum()) for m in masked]
+    zero_cols = [int((m == 0).all(axis=0).sum()) for m in masked]
+    assert max(zeros_rows) <= 10 and max(zero_cols) <= 2 and sum(zeros_rows) > 0 and sum(zero_cols) > 0
+    assert np.array_equal(feats, np.ones((49, 10)))  # the input is not modified
