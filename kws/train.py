@@ -90,14 +90,6 @@ class TrainConfig:
         d["frontend"] = self.frontend.to_dict()
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        values = dict(d)
-        values["keywords"] = tuple(values["keywords"])
-        values["augment"] = AugmentConfig(**values["augment"])
-        values["frontend"] = FrontendConfig.from_dict(values["frontend"])
-        return cls(**values)
-
 
 @dataclass
 class TrainingData:
@@ -323,8 +315,10 @@ def check_resume(config: TrainConfig, run_dir: Path) -> None:
     saved = run_dir / CHECKPOINT_DIR / "config.json"
     if not saved.is_file():
         raise KwsError(f"{run_dir}: no checkpoint to resume from")
-    old = TrainConfig.from_dict(json.loads(saved.read_text()))
-    differ = [k for k, v in config.to_dict().items() if k != "epochs" and old.to_dict()[k] != v]
+    # Compare as JSON: tuples come back as lists.
+    old = json.loads(saved.read_text())
+    new = json.loads(json.dumps(config.to_dict()))
+    differ = [k for k in new if k != "epochs" and old.get(k) != new[k]]
     if differ:
         raise KwsError(f"{run_dir}: cannot resume with different settings ({', '.join(differ)})")
 
