@@ -117,9 +117,10 @@ def export_models(
         )
 
         # The step model's LSTM keeps its state between invokes, so calibration feeds each
-        # clip's frames in order: the ranges seen are those of real streams.
+        # clip's frames in order: the ranges seen are those of real streams. All the clips:
+        # with 100 of 300, TFLM and LiteRT agreed on 99.30% of benchmark clips, with 300 on 99.83%.
         def frames_in_order() -> Iterator[list[np.ndarray]]:
-            for x in calibration[:100]:
+            for x in calibration:
                 for frame in x:
                     yield [frame[None, None].astype(np.float32)]
 
