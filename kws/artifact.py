@@ -25,6 +25,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from kws.errors import KwsError
 from kws.features import FrontendConfig, FrontendError
+from kws.fileio import parse_json_object
 
 METADATA_NAME = "kws"  # name of the TFLite metadata entry
 H5_METADATA_ATTR = "kws_metadata"  # HDF5 root attribute holding the same JSON in a Keras .h5
@@ -146,13 +147,7 @@ class ModelInfo:
     @classmethod
     def from_json(cls, text: str) -> ModelInfo:
         """Rebuild the info from :meth:`to_json`'s output."""
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ModelError(f"kws metadata is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise ModelError("kws metadata must be a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json_object(text, "kws metadata", ModelError))
 
 
 class _AlignedBuilder(flatbuffers.Builder):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from kws.errors import KwsError
+from kws.fileio import parse_json_object
 
 
 class FrontendError(KwsError):
@@ -154,13 +155,7 @@ class FrontendConfig:
     @classmethod
     def from_json(cls, text: str) -> FrontendConfig:
         """Rebuild a config from :meth:`to_json`'s output."""
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise FrontendError(f"front-end config is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise FrontendError("front-end config must be a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json_object(text, "front-end config", FrontendError))
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

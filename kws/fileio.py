@@ -1,12 +1,16 @@
-"""Atomic file writing: a reader sees the old file or the complete new one, never half."""
+"""Atomic file writing (a reader sees the old file or the complete new one, never half) and JSON reading."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from kws.errors import KwsError
 
 
 @contextlib.contextmanager
@@ -47,3 +51,14 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def parse_json_object(text: str, what: str, error: type[KwsError]) -> dict[str, Any]:
+    """Parse ``text`` as a JSON object, raising ``error`` with a one-line message naming ``what``."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise error(f"{what} must be a JSON object")
+    return d

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -125,25 +124,30 @@ def test_refuses_to_overwrite_a_run(tiny_run: Path, small_speech_commands: Path)
         )
 
 
+def train_command(data: Path, out: Path, epochs: int) -> list[str]:
+    """``kws train`` on a small data set with a small LSTM."""
+    return [
+        sys.executable,
+        "-m",
+        "kws",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--units",
+        "16",
+    ]
+
+
 def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     small_speech_commands: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kws",
-            "train",
-            "--data",
-            str(small_speech_commands),
-            "--out",
-            str(out),
-            "--epochs",
-            "50",
-            "--units",
-            "16",
-        ],
+        train_command(small_speech_commands, out, 50),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -165,25 +169,9 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     assert runner.run_clip(np.zeros((49, 10), dtype=np.float32)).shape == (12,)
     # Resuming continues from the checkpoint, not from scratch.
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kws",
-            "train",
-            "--data",
-            str(small_speech_commands),
-            "--out",
-            str(out),
-            "--epochs",
-            str(epochs + 1),
-            "--units",
-            "16",
-            "--resume",
-            "--quiet",
-        ],
+        [*train_command(small_speech_commands, out, epochs + 1), "--resume", "--quiet"],
         check=True,
         capture_output=True,
-        env={**os.environ},
     )
     history = json.loads(state.read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, epochs + 2))
