@@ -21,7 +21,6 @@ from kws.errors import KwsError
 
 # Commands whose issue has not landed yet: name -> what it will do.
 PLANNED = {
-    "stream": "run the streaming detector over a long recording",
     "listen": "detect keywords live from the microphone",
     "export": "export the model and C front-end for a microcontroller",
     "bench": "benchmark accuracy, latency and size",
@@ -117,6 +116,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from kws.audio import load_audio
+    from kws.runtime import load_runner
+    from kws.stream import Detector, detect
+
+    runner = load_runner(args.model, args.runtime)
+    detector = Detector(
+        runner,
+        thresholds=args.threshold,
+        smoothing=args.smoothing,
+        refractory=args.refractory,
+        reset_every=args.reset_every,
+    )
+    audio = load_audio(args.file, runner.info.frontend.sample_rate)
+    events = detect(detector, audio)
+    for event in events:
+        if args.json:
+            print(json.dumps(event.to_dict()))
+        else:
+            print(f"{event.time:8.2f} s  {event.label:<10} {event.score:.2f}")
+    if not args.json:
+        print(
+            f"{len(events)} detections in {len(audio) / runner.info.frontend.sample_rate:.1f} s ({detector.mode} mode)"
+        )
+    return 0
+
+
 def _planned(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"kws {name}: not implemented yet", file=sys.stderr)
@@ -175,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--runtime", choices=["litert", "tflm", "keras"], default="litert")
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout, nothing else")
     ev.set_defaults(func=cmd_eval)
+
+    stream = sub.add_parser("stream", help="run the streaming detector over a recording and print detections")
+    stream.add_argument("file", type=Path, help="a WAV or FLAC recording (converted to 16 kHz mono)")
+    stream.add_argument(
+        "--model", type=Path, required=True, help="int8_step.tflite (stateful) or int8.tflite (windowed)"
+    )
+    stream.add_argument("--runtime", choices=["litert", "tflm"], default="litert")
+    stream.add_argument(
+        "--threshold", type=float, help="smoothed probability a keyword must reach (default: the model's)"
+    )
+    stream.add_argument("--smoothing", type=float, default=0.06, help="seconds of posteriors averaged")
+    stream.add_argument("--refractory", type=float, default=1.0, help="seconds of quiet after a detection")
+    stream.add_argument("--reset-every", type=int, help="stateful mode: zero the LSTM state every N frames")
+    stream.add_argument("--json", action="store_true", help="one JSON object a line: label, time, score")
+    stream.set_defaults(func=cmd_stream)
 
     for name, help_text in PLANNED.items():
         sub.add_parser(name, help=f"{help_text} (not implemented yet)").set_defaults(func=_planned(name))

@@ -1,0 +1,187 @@
+"""Streaming detection: audio chunks in, keyword events out.
+
+    audio chunks -> StreamingFrontend -> model -> moving average -> threshold -> events
+
+Two inference modes, chosen by the model file:
+
+- *windowed* (a ``clip`` model): every ``hop_frames`` new frames, the whole-clip model
+  runs on the last ``clip_frames`` frames, its state reset first. Frames are computed
+  once each by the streaming front-end, so the window's features equal the batch
+  front-end's over the same 1 s of audio.
+- *stateful* (a ``step`` model): each new frame is one invoke; the fused LSTM carries
+  its state from invoke to invoke. ``reset_every`` frames the state is zeroed (the model
+  was trained on 1-s sequences from a zero state; how an unbounded state behaves is
+  measured, not assumed).
+
+Only keywords fire events (not ``_silence_`` or ``_unknown_``); after an event the
+detector stays quiet for ``refractory`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from kws.features import StreamingFrontend
+from kws.runtime import Runner
+
+DEFAULT_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A keyword event: ``time`` in seconds from the start of the stream, at the detection."""
+
+    label: str
+    time: float
+    score: float
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {"label": self.label, "time": round(self.time, 3), "score": round(self.score, 4)}
+
+
+class PosteriorSmoother:
+    """Moving average of posteriors, per-keyword thresholds and a refractory period.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        The model's labels (``_silence_``, ``_unknown_``, keywords...).
+    thresholds : float or mapping
+        Smoothed probability a keyword must reach; one value for all, or per keyword
+        (keywords missing from the mapping use ``DEFAULT_THRESHOLD``).
+    window : int
+        Number of posteriors averaged.
+    refractory : float
+        Seconds after an event during which no other event fires.
+    """
+
+    def __init__(
+        self,
+        labels: tuple[str, ...],
+        thresholds: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+        window: int = 3,
+        refractory: float = 1.0,
+    ) -> None:
+        if window < 1:
+            raise ValueError("the smoothing window needs at least one posterior")
+        self.labels = labels
+        per_label = thresholds if isinstance(thresholds, Mapping) else dict.fromkeys(labels[2:], thresholds)
+        # Silence and unknown never fire: a threshold above any probability.
+        self.thresholds = np.array(
+            [per_label.get(label, DEFAULT_THRESHOLD) for label in labels], dtype=np.float64
+        )
+        self.thresholds[:2] = np.inf
+        self.history: deque[np.ndarray] = deque(maxlen=window)
+        self.refractory = refractory
+        self.last_event = -np.inf
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.last_event = -np.inf
+
+    def push(self, probabilities: np.ndarray, time: float) -> Detection | None:
+        """Add one posterior vector taken at ``time``; return an event if one fires."""
+        self.history.append(np.asarray(probabilities, dtype=np.float64))
+        smoothed = np.mean(self.history, axis=0)
+        best = int(np.argmax(smoothed))
+        if smoothed[best] < self.thresholds[best] or time - self.last_event < self.refractory:
+            return None
+        self.last_event = time
+        return Detection(self.labels[best], time, float(smoothed[best]))
+
+
+class Detector:
+    """The streaming pipeline over one model.
+
+    Parameters
+    ----------
+    runner : Runner
+        A ``clip`` model (windowed mode) or a ``step`` model (stateful mode).
+    thresholds : float or mapping, optional
+        Per-keyword thresholds; by default those stored in the model file, else
+        ``DEFAULT_THRESHOLD``.
+    smoothing : float
+        Seconds of posteriors averaged.
+    refractory : float
+        Seconds of quiet after an event.
+    hop_frames : int
+        Windowed mode: run the model every this many frames (1 = every 20 ms hop).
+    reset_every : int or None
+        Stateful mode: zero the LSTM state every this many frames (None: never).
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        thresholds: float | Mapping[str, float] | None = None,
+        smoothing: float = 0.06,
+        refractory: float = 1.0,
+        hop_frames: int = 1,
+        reset_every: int | None = None,
+    ) -> None:
+        info = runner.info
+        self.runner = runner
+        self.mode = "stateful" if info.kind == "step" else "windowed"
+        self.frontend = StreamingFrontend(info.frontend)
+        self.frame_seconds = info.frontend.hop_length / info.frontend.sample_rate
+        self.hop_frames = 1 if self.mode == "stateful" else hop_frames
+        self.reset_every = reset_every
+        if thresholds is None:
+            thresholds = info.extra.get("thresholds", DEFAULT_THRESHOLD)
+        window = max(1, round(smoothing / (self.frame_seconds * self.hop_frames)))
+        self.smoother = PosteriorSmoother(info.labels, thresholds, window, refractory)
+        self.frames: deque[np.ndarray] = deque(maxlen=info.frontend.clip_frames)
+        self.frame_count = 0
+        self.probabilities: np.ndarray | None = None  # latest posterior, for live displays
+        runner.reset()
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self.frontend.reset()
+        self.smoother.reset()
+        self.frames.clear()
+        self.frame_count = 0
+        self.probabilities = None
+        self.runner.reset()
+
+    def _posterior(self, frame: np.ndarray) -> np.ndarray | None:
+        """Feed one feature frame; return a posterior when the model runs on this frame."""
+        self.frame_count += 1
+        if self.mode == "stateful":
+            if self.reset_every and self.frame_count % self.reset_every == 0:
+                self.runner.reset()
+            return self.runner.invoke(frame[None])
+        self.frames.append(frame)
+        full = len(self.frames) == self.frames.maxlen
+        if full and (self.frame_count - len(self.frames)) % self.hop_frames == 0:
+            return self.runner.run_clip(np.stack(self.frames))
+        return None
+
+    def push(self, audio: np.ndarray) -> list[Detection]:
+        """Feed audio samples (any number); return the events they completed."""
+        events = []
+        for frame in self.frontend.push(audio):
+            probabilities = self._posterior(frame)
+            if probabilities is None:
+                continue
+            self.probabilities = probabilities
+            # A frame's time is the end of its window: when its last sample arrived.
+            time = (self.frame_count - 1) * self.frame_seconds + self.frontend.config.window_ms / 1000
+            event = self.smoother.push(probabilities, time)
+            if event is not None:
+                events.append(event)
+        return events
+
+
+def detect(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> list[Detection]:
+    """Run a fresh stream through ``detector``, fed ``chunk`` samples at a time (100 ms by default)."""
+    detector.reset()
+    events = []
+    for start in range(0, len(audio), chunk):
+        events += detector.push(audio[start : start + chunk])
+    return events

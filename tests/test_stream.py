@@ -1,0 +1,95 @@
+"""Streaming pipeline: parity with the offline models, smoothing and refractory period, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws.audio import load_audio, write_wav
+from kws.features import clip_features
+from kws.runtime import load_runner
+from kws.stream import Detector, PosteriorSmoother, detect
+
+LABELS = ("_silence_", "_unknown_", "yes", "no")
+
+
+@pytest.fixture(scope="module")
+def clip(test12: Path) -> np.ndarray:
+    return load_audio(sorted((test12 / "yes").glob("*.wav"))[0])
+
+
+def test_windowed_mode_equals_whole_clip_model(tiny_run: Path, clip: np.ndarray) -> None:
+    runner = load_runner(tiny_run / "int8.tflite")
+    offline = runner.run_clip(clip_features(clip, runner.info.frontend))
+    pad = np.zeros(16000 * 2, dtype=np.float32)
+    detector = Detector(runner)
+    seen = {}
+    audio = np.concatenate([pad, clip, pad])
+    for start in range(0, len(audio), 160):
+        detector.push(audio[start : start + 160])
+        if detector.probabilities is not None:
+            seen[detector.frame_count] = detector.probabilities.copy()
+    # The window ending with the clip's last frame holds exactly the clip's 49 frames.
+    last_frame = (len(pad) + len(clip) - 640) // 320 + 1
+    np.testing.assert_array_equal(seen[last_frame], offline)
+
+
+def test_stateful_mode_from_reset_equals_step_model_on_the_clip(tiny_run: Path, clip: np.ndarray) -> None:
+    runner = load_runner(tiny_run / "int8_step.tflite")
+    offline = runner.run_clip(clip_features(clip, runner.info.frontend))
+    detector = Detector(runner)
+    for start in range(0, len(clip), 333):
+        detector.push(clip[start : start + 333])
+    assert detector.frame_count == 49 and detector.mode == "stateful"
+    assert detector.probabilities is not None
+    np.testing.assert_array_equal(detector.probabilities, offline)
+
+
+def test_smoother_averages_thresholds_and_is_refractory() -> None:
+    smoother = PosteriorSmoother(LABELS, {"yes": 0.7, "no": 0.5}, window=2, refractory=1.0)
+    yes = np.array([0.0, 0.0, 0.9, 0.1])
+    assert smoother.push(np.array([1.0, 0, 0, 0]), 0.00) is None  # silence never fires
+    assert smoother.push(yes, 0.02) is None  # average 0.45 < 0.7
+    event = smoother.push(yes, 0.04)
+    assert event is not None and event.label == "yes" and event.score == pytest.approx(0.9)
+    assert smoother.push(yes, 0.5) is None  # refractory
+    assert smoother.push(np.array([0.0, 0.0, 0.4, 0.6]), 1.1) is None  # average "yes" 0.65, "no" 0.35
+    event = smoother.push(np.array([0.0, 0.0, 0.4, 0.6]), 1.2)
+    assert event is not None and event.label == "no"  # 0.6 >= its own threshold 0.5
+    assert smoother.push(np.array([0.0, 1.0, 0, 0]), 5.0) is None  # unknown never fires
+
+
+def test_stream_cli_json_lines(tiny_run: Path, clip: np.ndarray, tmp_path: Path) -> None:
+    wav = tmp_path / "long.wav"
+    silence = np.zeros(16000, dtype=np.float32)
+    write_wav(wav, np.concatenate([silence, clip, silence, clip, silence]))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kws",
+            "stream",
+            str(wav),
+            "--model",
+            str(tiny_run / "int8_step.tflite"),
+            "--json",
+            "--threshold",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    for event in events:
+        assert set(event) == {"label", "time", "score"} and 0 < event["time"] <= 5.0 and event["score"] >= 0.3
+    assert all(b["time"] - a["time"] >= 1.0 for a, b in itertools.pairwise(events))
+    # The command prints what the library call finds.
+    library = detect(Detector(load_runner(tiny_run / "int8_step.tflite"), thresholds=0.3), load_audio(wav))
+    assert events == [e.to_dict() for e in library]
