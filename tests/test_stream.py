@@ -14,7 +14,8 @@ import pytest
 from kws.audio import load_audio, write_wav
 from kws.features import clip_features
 from kws.runtime import load_runner
-from kws.stream import Detector, PosteriorSmoother, detect
+from kws.stream import Detection, Detector, PosteriorSmoother, detect
+from kws.streameval import Word, build_stream, score
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 
@@ -93,3 +94,36 @@ def test_stream_cli_json_lines(tiny_run: Path, clip: np.ndarray, tmp_path: Path)
     # The command prints what the library call finds.
     library = detect(Detector(load_runner(tiny_run / "int8_step.tflite"), thresholds=0.3), load_audio(wav))
     assert events == [e.to_dict() for e in library]
+
+
+def test_score_counts_hits_false_alarms_and_latency() -> None:
+    words = [
+        Word("yes", 1.2, 1.6),
+        Word("_unknown_", 4.1, 4.5),
+        Word("no", 7.3, 7.8),
+        Word("yes", 10.2, 10.6),
+    ]
+    events = [
+        Detection("yes", 1.7, 0.9),  # hit, 0.1 s after the word
+        Detection("yes", 4.4, 0.8),  # on an unknown word: false alarm
+        Detection("yes", 7.9, 0.7),  # wrong label on "no": false alarm (and "no" is missed)
+        Detection("yes", 12.0, 0.9),  # 1.4 s after the word: too late, false alarm
+    ]
+    result = score(events, words, seconds=3600)
+    assert (result.keywords, result.hits, result.false_alarms) == (3, 1, 3)
+    assert result.false_alarms_per_hour == 3.0 and result.latencies == pytest.approx((0.1,))
+
+
+def test_built_stream_is_reproducible_and_words_lie_in_their_clips(test12: Path) -> None:
+    labels = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+    audio, words = build_stream(test12, labels, minutes=0.5, seed=3)
+    again, words_again = build_stream(test12, labels, minutes=0.5, seed=3)
+    assert np.array_equal(audio, again) and words == words_again
+    assert len(audio) == 30 * 16000 and len(words) >= 8
+    assert {w.label for w in words} <= set(labels[1:])
+    for a, b in itertools.pairwise(words):
+        assert a.start < a.end <= b.start - 1.0  # gaps of at least a second between clips
+    for w in words:
+        segment = audio[int(w.start * 16000) : int(w.end * 16000)]
+        before = audio[int((w.start - 0.5) * 16000) : int((w.start - 0.3) * 16000)]
+        assert np.sqrt(np.mean(segment**2)) > 3 * np.sqrt(np.mean(before**2))  # speech over 20 dB-SNR noise
