@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keywords", type=_keywords, default=DEFAULT_KEYWORDS, help="comma-separated keywords"
     )
     train.add_argument("--epochs", type=int, default=80, help="most epochs (early stopping may end sooner)")
-    train.add_argument("--units", type=int, default=64, help="recurrent units per layer")
+    train.add_argument("--units", type=int, default=80, help="recurrent units per layer")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")

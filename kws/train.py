@@ -75,7 +75,7 @@ class TrainConfig:
     epochs: int = 80
     batch_size: int = 32
     learning_rate: float = 1e-3
-    units: int = 64
+    units: int = 80
     layers: int = 2
     dropout: float = 0.2
     patience: int = 20
