@@ -222,16 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warning_line(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
-    return f"kws: warning: {message}\n"
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    print(f"kws: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kws`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _warning_line
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():  # restores the warning display when main() returns
+            warnings.showwarning = _show_warning
+            return int(args.func(args))
     except KwsError as e:
         print(f"kws: error: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ config (:mod:`kws.artifact`). Needs TensorFlow (the ``train`` extra).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from kws.artifact import ModelInfo, embed_metadata, widen_lstm_cell_scales
 from kws.fileio import atomic_path, write_bytes_atomic
-from kws.model import build, copy_weights, keras
+from kws.model import build, copy_weights, keras, save_h5
 
 import tensorflow as tf  # isort: skip  (after kws.model, which selects tf-keras)
 
@@ -51,16 +52,19 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        # LiteRT's int8 LSTM skips its tanh when a cell-state scale comes out at 2^-16 (a
-        # cell state calibrated within +-0.5); 2^-15 is computed right by LiteRT and TFLM.
-        return widen_lstm_cell_scales(bytes(converter.convert()))
-    return bytes(converter.convert())
+    with warnings.catch_warnings():
+        # It warns that the int8 input has no float statistics: int8 input is the point.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        data = bytes(converter.convert())
+    # LiteRT's int8 LSTM skips its tanh when a cell-state scale comes out at 2^-16 (a
+    # cell state calibrated within +-0.5); 2^-15 is computed right by LiteRT and TFLM.
+    return widen_lstm_cell_scales(data) if representative is not None else data
 
 
 def save_keras(model: keras.Model, path: Path, info: ModelInfo) -> None:
     """Save a Keras model as HDF5 with its :class:`ModelInfo` in the root attribute ``kws_metadata``."""
     with atomic_path(path, suffix=".h5") as tmp:
-        model.save(tmp)
+        save_h5(model, tmp)
         with h5py.File(tmp, "a") as f:
             f.attrs["kws_metadata"] = info.to_json()
 

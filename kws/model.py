@@ -14,6 +14,8 @@ Importing this module imports TensorFlow: only training and conversion need it.
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 # Must be set before TensorFlow is imported so tf.keras means tf-keras (Keras 2).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -96,3 +98,12 @@ def copy_weights(source: keras.Model, target: keras.Model) -> keras.Model:
     """Copy trained weights into a model of the same layers (other input shape or batch size)."""
     target.set_weights(source.get_weights())
     return target
+
+
+def save_h5(model: keras.Model, path: Path) -> None:
+    """Save a whole model (with optimiser state) as HDF5 to a path ending in ``.h5``."""
+    with warnings.catch_warnings():
+        # tf-keras calls HDF5 legacy; it is chosen here because it carries kws's metadata
+        # attribute beside the model and loads without the Keras 3 format.
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        model.save(path)

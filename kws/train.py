@@ -35,7 +35,7 @@ from kws.data import DEFAULT_KEYWORDS, examples, labels_for, load_example, scan
 from kws.errors import KwsError
 from kws.features import FrontendConfig, clip_features, fit_normalisation
 from kws.fileio import atomic_path, write_text_atomic
-from kws.model import build, keras
+from kws.model import build, keras, save_h5
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -202,7 +202,7 @@ class TrainState:
 def _save_checkpoint(model: keras.Model, state: TrainState, ckpt: Path, best: bool) -> None:
     with _deferred_interrupt():
         with atomic_path(ckpt / "last.h5", suffix=".h5") as tmp:
-            model.save(tmp)
+            save_h5(model, tmp)
         if best:
             with atomic_path(ckpt / "best_weights.h5", suffix=".h5") as tmp:
                 model.save_weights(tmp)
