@@ -127,3 +127,21 @@ def test_built_stream_is_reproducible_and_words_lie_in_their_clips(test12: Path)
         segment = audio[int(w.start * 16000) : int(w.end * 16000)]
         before = audio[int((w.start - 0.5) * 16000) : int((w.start - 0.3) * 16000)]
         assert np.sqrt(np.mean(segment**2)) > 3 * np.sqrt(np.mean(before**2))  # speech over 20 dB-SNR noise
+
+
+def test_staggered_step_models_see_between_half_and_one_period(tiny_run: Path) -> None:
+    runner = load_runner(tiny_run / "int8_step.tflite")
+    detector = Detector(runner, reset_every=20)
+    fresh = load_runner(tiny_run / "int8_step.tflite")
+    frames = np.random.default_rng(0).normal(size=(75, 10)).astype(np.float32)
+    for f, frame in enumerate(frames, start=1):
+        posterior = detector.posterior(frame)
+        if f < 20:
+            continue
+        # The copy used restarted 10 to 19 frames ago: copy 0 at frames 1, 21, 41...,
+        # copy 1 at 11, 31, 51...; the older of the two is chosen.
+        history = max((f - 1) % 20, (f - 11) % 20) + 1
+        fresh.reset()
+        expected = [fresh.invoke(x[None]) for x in frames[f - history : f]][-1]
+        assert 11 <= history <= 20
+        np.testing.assert_array_equal(posterior, expected)
