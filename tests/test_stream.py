@@ -44,7 +44,7 @@ def test_windowed_mode_equals_whole_clip_model(tiny_run: Path, clip: np.ndarray)
 def test_stateful_mode_from_reset_equals_step_model_on_the_clip(tiny_run: Path, clip: np.ndarray) -> None:
     runner = load_runner(tiny_run / "int8_step.tflite")
     offline = runner.run_clip(clip_features(clip, runner.info.frontend))
-    detector = Detector(runner)
+    detector = Detector(runner, reset_every=0)
     for start in range(0, len(clip), 333):
         detector.push(clip[start : start + 333])
     assert detector.frame_count == 49 and detector.mode == "stateful"

@@ -46,7 +46,7 @@ def main() -> None:
     modes = {
         "windowed, every 20 ms": Detector(clip),
         "windowed, every 100 ms": Detector(clip, hop_frames=5),
-        "stateful, never reset": Detector(step),
+        "stateful, never reset": Detector(step, reset_every=0),
         "stateful, 2 copies reset every 2 s": Detector(step, reset_every=100),
         "stateful, 2 copies reset every 1.5 s": Detector(step, reset_every=75),
     }
