@@ -66,15 +66,16 @@ def test_tiny_model_beats_chance_on_benchmark(tiny_run: Path, report: dict, test
     assert accuracy == pytest.approx(report["accuracy"]["benchmark"]["int8 litert"])
 
 
-def test_step_model_agrees_with_whole_clip_model(report: dict) -> None:
-    results = report["results"]["benchmark"]
-    clip = np.argmax(np.array(results["int8 litert"]["confusion"]), axis=1)  # sanity: same shapes
-    assert clip.shape == (12,)
-    step_acc = report["accuracy"]["benchmark"]["int8 step litert"]
-    clip_acc = report["accuracy"]["benchmark"]["int8 litert"]
-    assert abs(step_acc - clip_acc) <= 0.05
-    agreement = report["tflm_vs_litert"]["int8, benchmark"]["top1_agreement"]
-    assert agreement >= 0.99
+def test_step_model_agrees_with_whole_clip_model(tiny_run: Path, report: dict, test12: Path) -> None:
+    clip = load_runner(tiny_run / "int8.tflite")
+    step = load_runner(tiny_run / "int8_step.tflite")
+    data = load_features(test12, "test", clip.info.labels, clip.info.frontend)
+    # Fed frame by frame from a reset state, the step model gives the whole-clip label
+    # (measured: 99.5% of benchmark clips for this tiny run, 100% for the default recipe).
+    same = np.mean(evaluate(clip, data).y_pred == evaluate(step, data).y_pred)
+    assert same >= 0.95
+    assert report["tflm_vs_litert"]["int8, benchmark"]["top1_agreement"] >= 0.99
+    assert report["tflm_vs_litert"]["int8 step, benchmark"]["top1_agreement"] >= 0.99
 
 
 def test_eval_cli_on_both_layouts(
