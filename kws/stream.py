@@ -146,7 +146,7 @@ class Detector:
         self.frames: deque[np.ndarray] = deque(maxlen=info.frontend.clip_frames)
         self.frame_count = 0
         self.probabilities: np.ndarray | None = None  # latest posterior, for live displays
-        runner.reset()
+        self.reset()
 
     def reset(self) -> None:
         """Start a new stream."""
