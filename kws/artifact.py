@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -331,3 +332,45 @@ def widen_lstm_cell_scales(tflite: bytes, min_scale: float = MIN_LSTM_CELL_SCALE
     for tensor in _lstm_cell_states(model):
         tensor.quantization.scale = np.maximum(tensor.quantization.scale, np.float32(min_scale))
     return _pack(model)
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Size and compute of one invoke, read from the flatbuffer."""
+
+    params: int  # elements of the constant tensors (weights and biases)
+    macs: int  # multiply-accumulates of the conv, fully-connected and LSTM ops, per invoke
+
+
+def model_cost(data: bytes, source: str = "model") -> ModelCost:
+    """Parameters and multiply-accumulates per invoke of a TFLite model.
+
+    MACs count the matrix work: FULLY_CONNECTED (rows x inputs x outputs), CONV_2D and
+    DEPTHWISE_CONV_2D (output positions x kernel), UNIDIRECTIONAL_SEQUENCE_LSTM (4 gates x
+    units x (inputs + units), per time step); element-wise ops are left out.
+    """
+    model = _unpack(data, source)
+    params = macs = 0
+    for graph in model.subgraphs or []:
+        tensors = graph.tensors
+        for tensor in tensors:
+            buffer = model.buffers[tensor.buffer] if tensor.buffer else None
+            if buffer is not None and buffer.data is not None and len(buffer.data):
+                params += math.prod(int(n) for n in tensor.shape) if tensor.shape is not None else 1
+        for op in graph.operators or []:
+            code = _builtin_code(model.operatorCodes[op.opcodeIndex])
+            # Python ints: products of int32 shape entries could overflow.
+            shape = [[int(n) for n in tensors[i].shape] if i >= 0 else [] for i in op.inputs]
+            out = [int(n) for n in tensors[op.outputs[0]].shape]
+            if code == schema.BuiltinOperator.FULLY_CONNECTED:
+                n_out, n_in = shape[1]
+                macs += math.prod(shape[0]) // n_in * n_in * n_out
+            elif code == schema.BuiltinOperator.CONV_2D:
+                macs += math.prod(out) * math.prod(shape[1][1:])
+            elif code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
+                macs += math.prod(out) * math.prod(shape[1][1:3])
+            elif code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+                steps = math.prod(shape[0][:-1])  # batch x time
+                units, n_in = shape[2]  # input-to-forget weights (input-to-input is optional)
+                macs += steps * 4 * units * (n_in + units)
+    return ModelCost(params, macs)

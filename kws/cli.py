@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,12 +22,14 @@ from kws import __version__
 from kws.data import DEFAULT_KEYWORDS
 from kws.errors import KwsError
 
+if TYPE_CHECKING:
+    from kws.stream import Detection, Detector
+
+DEFAULT_TARGET_FA = 30.0  # false alarms per hour the thresholds are tuned for
+
 # Commands whose issue has not landed yet: name -> what it will do.
 PLANNED = {
-    "listen": "detect keywords live from the microphone",
     "export": "export the model and C front-end for a microcontroller",
-    "bench": "benchmark accuracy, latency and size",
-    "demo": "run the bundled model on sample clips",
 }
 
 
@@ -97,9 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from kws.bundled import bundled_model
     from kws.evaluate import evaluate, format_result, load_features
     from kws.runtime import load_runner
 
+    args.model = args.model or bundled_model()
     runner = load_runner(args.model, args.runtime)
     data = load_features(
         args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.json
@@ -118,18 +125,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from kws.audio import load_audio
-    from kws.runtime import load_runner
-    from kws.stream import Detector, detect
+    from kws.stream import detect
 
-    runner = load_runner(args.model, args.runtime)
-    detector = Detector(
-        runner,
-        thresholds=args.threshold,
-        smoothing=args.smoothing,
-        refractory=args.refractory,
-        reset_every=args.reset_every,
-    )
-    audio = load_audio(args.file, runner.info.frontend.sample_rate)
+    detector = _detector(args)
+    audio = load_audio(args.file, detector.frontend.config.sample_rate)
     events = detect(detector, audio)
     for event in events:
         if args.json:
@@ -138,8 +137,135 @@ def cmd_stream(args: argparse.Namespace) -> int:
             print(f"{event.time:8.2f} s  {event.label:<10} {event.score:.2f}")
     if not args.json:
         print(
-            f"{len(events)} detections in {len(audio) / runner.info.frontend.sample_rate:.1f} s ({detector.mode} mode)"
+            f"{len(events)} detections in {len(audio) / detector.frontend.config.sample_rate:.1f} s ({detector.mode} mode)"
         )
+    return 0
+
+
+def _detector(args: argparse.Namespace) -> Detector:
+    """The streaming detector the stream/listen options describe."""
+    from kws.bundled import STREAMING_VARIANT, bundled_model
+    from kws.runtime import load_runner
+    from kws.stream import Detector
+
+    args.model = args.model or bundled_model(variant=STREAMING_VARIANT)
+    runner = load_runner(args.model, args.runtime)
+    return Detector(
+        runner,
+        thresholds=args.threshold,
+        smoothing=args.smoothing,
+        refractory=args.refractory,
+        reset_every=args.reset_every,
+    )
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from kws.microphone import level_dbfs, list_devices, listen
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    detector = _detector(args)
+    live = sys.stderr.isatty() and not args.json
+    clear = "\r\033[K" if live else ""  # erase the live line before printing over it
+    print(
+        f"listening ({detector.mode} mode, {args.model}); keywords: {', '.join(detector.smoother.labels[2:])}; "
+        "Ctrl-C to stop",
+        file=sys.stderr,
+    )
+
+    def on_event(event: Detection) -> None:
+        if args.json:
+            print(json.dumps(event.to_dict()), flush=True)
+            return
+        clock = time.strftime("%H:%M:%S")
+        print(
+            f"{clear}{clock}  {event.time:8.2f} s  {event.label:<10} {event.score:.2f}",
+            flush=True,
+        )
+
+    def on_block(audio: np.ndarray, det: Detector) -> None:
+        level = level_dbfs(audio)
+        bar = "#" * int(np.clip((level + 60) / 3, 0, 20))
+        top = ""
+        if det.probabilities is not None:
+            best = int(np.argmax(det.probabilities))
+            top = f"top: {det.smoother.labels[best]} {det.probabilities[best]:.2f}"
+        print(
+            f"\r\033[K{det.time:8.1f} s  {level:6.1f} dBFS |{bar:<20}| {top}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    session = listen(
+        detector,
+        device=args.device,
+        rate=args.capture_rate,
+        duration=args.duration,
+        on_event=on_event,
+        on_block=on_block if live else None,
+    )
+    counts = Counter(e.label for e in session.events)
+    summary = ", ".join(f"{label} {n}" for label, n in counts.most_common()) or "none"
+    rate = f"{session.capture_rate} Hz" + (
+        f" resampled to {detector.frontend.config.sample_rate} Hz"
+        if session.capture_rate != detector.frontend.config.sample_rate
+        else ""
+    )
+    print(
+        f"{clear}listened {session.seconds:.1f} s ({rate}); "
+        f"{len(session.events)} detections: {summary}; input overflows: {session.overflows}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kws.bench import bench, format_table, plot
+    from kws.bundled import bundled_model
+
+    if args.data is None:
+        raise KwsError(
+            "kws bench needs labelled clips: --data DIR (a Speech Commands folder or the 12-class "
+            "test set; `kws data download` fetches Speech Commands)"
+        )
+    models = args.model or [bundled_model("lstm"), bundled_model("dscnn")]
+    rows = bench(models, args.data, minutes=args.minutes, repeats=args.repeats, progress=not args.json)
+    if args.json:
+        print(json.dumps({"data": str(args.data), "models": rows}))
+    else:
+        print(format_table(rows, markdown=args.markdown))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kws.demo import run_demo
+
+    run_demo()
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from kws.streameval import tune_model
+
+    for path in args.model:
+        thresholds, result = tune_model(
+            path,
+            args.data,
+            target_false_alarms_per_hour=args.target,
+            split=args.split,
+            minutes=args.minutes,
+            seed=args.seed,
+        )
+        print(
+            f"{path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
+            f"stream: hit rate {result.hit_rate:.1%}, {result.false_alarms_per_hour:.1f} false alarms/h"
+        )
+        print("  " + ", ".join(f"{k} {t:.2f}" for k, t in thresholds.items()))
     return 0
 
 
@@ -149,6 +275,30 @@ def _planned(name: str) -> Callable[[argparse.Namespace], int]:
         return 2
 
     return run
+
+
+def _device(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _detector_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="int8_step.tflite (stateful) or int8.tflite (windowed); default: the bundled LSTM step model",
+    )
+    parser.add_argument("--runtime", choices=["litert", "tflm"], default="litert")
+    parser.add_argument(
+        "--threshold", type=float, help="smoothed probability a keyword must reach (default: the model's)"
+    )
+    parser.add_argument("--smoothing", type=float, default=0.06, help="seconds of posteriors averaged")
+    parser.add_argument("--refractory", type=float, default=1.0, help="seconds of quiet after a detection")
+    parser.add_argument(
+        "--reset-every",
+        type=int,
+        default=75,
+        help="stateful mode: two staggered step models, each reset every N frames (0: one, never reset)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="accuracy, per-class recall and confusion matrix of a model")
-    ev.add_argument("--model", type=Path, required=True, help="a .tflite or .h5 model written by kws train")
+    ev.add_argument(
+        "--model",
+        type=Path,
+        help="a .tflite or .h5 model written by kws train (default: the bundled int8 LSTM)",
+    )
     ev.add_argument("--data", type=Path, required=True, help="Speech Commands folder or 12-class test folder")
     ev.add_argument("--split", choices=["train", "validation", "test"], default="test")
     ev.add_argument("--runtime", choices=["litert", "tflm", "keras"], default="litert")
@@ -204,23 +358,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = sub.add_parser("stream", help="run the streaming detector over a recording and print detections")
     stream.add_argument("file", type=Path, help="a WAV or FLAC recording (converted to 16 kHz mono)")
-    stream.add_argument(
-        "--model", type=Path, required=True, help="int8_step.tflite (stateful) or int8.tflite (windowed)"
-    )
-    stream.add_argument("--runtime", choices=["litert", "tflm"], default="litert")
-    stream.add_argument(
-        "--threshold", type=float, help="smoothed probability a keyword must reach (default: the model's)"
-    )
-    stream.add_argument("--smoothing", type=float, default=0.06, help="seconds of posteriors averaged")
-    stream.add_argument("--refractory", type=float, default=1.0, help="seconds of quiet after a detection")
-    stream.add_argument(
-        "--reset-every",
-        type=int,
-        default=75,
-        help="stateful mode: two staggered step models, each reset every N frames (0: one, never reset)",
-    )
+    _detector_options(stream)
     stream.add_argument("--json", action="store_true", help="one JSON object a line: label, time, score")
     stream.set_defaults(func=cmd_stream)
+
+    listen = sub.add_parser("listen", help="detect keywords live from the microphone")
+    _detector_options(listen)
+    listen.add_argument("--device", type=_device, help="input device: index or part of its name")
+    listen.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
+    listen.add_argument(
+        "--capture-rate",
+        type=int,
+        help="capture at this rate and resample (default: 16 kHz if the device can)",
+    )
+    listen.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    listen.add_argument("--json", action="store_true", help="detections as JSON lines, no live display")
+    listen.set_defaults(func=cmd_listen)
+
+    bench = sub.add_parser(
+        "bench", help="accuracy, size, latency and long-stream figures of models, side by side"
+    )
+    bench.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        help="whole-clip int8 .tflite files (float and step siblings found by name); "
+        "default: the bundled LSTM and DS-CNN",
+    )
+    bench.add_argument(
+        "--data", type=Path, help="Speech Commands folder or 12-class test set (its test clips)"
+    )
+    bench.add_argument("--minutes", type=float, default=20.0, help="length of the long test stream")
+    bench.add_argument("--repeats", type=int, default=200, help="invokes timed per latency figure")
+    out = bench.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object with every figure")
+    out.add_argument("--markdown", action="store_true", help="the table in Markdown")
+    bench.add_argument("--plot", type=Path, help="write a PNG: confusion matrices and the DET curve")
+    bench.set_defaults(func=cmd_bench)
+
+    demo = sub.add_parser("demo", help="run the bundled model on the bundled sample clips (start here)")
+    demo.set_defaults(func=cmd_demo)
+
+    tune = sub.add_parser(
+        "tune", help="choose per-keyword thresholds on a validation stream and store them in the model"
+    )
+    tune.add_argument("model", type=Path, nargs="+", help=".tflite model files (rewritten in place)")
+    tune.add_argument(
+        "--data", type=Path, required=True, help="Speech Commands folder the streams are built from"
+    )
+    tune.add_argument("--split", choices=["train", "validation", "test"], default="validation")
+    tune.add_argument(
+        "--target", type=float, default=DEFAULT_TARGET_FA, help="false alarms per hour, all keywords"
+    )
+    tune.add_argument("--minutes", type=float, default=30.0, help="length of the tuning stream")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.set_defaults(func=cmd_tune)
 
     for name, help_text in PLANNED.items():
         sub.add_parser(name, help=f"{help_text} (not implemented yet)").set_defaults(func=_planned(name))

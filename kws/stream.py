@@ -15,8 +15,8 @@ Two inference modes, chosen by the model file:
   posterior comes from the copy with the longer history: every posterior has seen
   between R/2 and R frames, never an unbounded stream, and no word is cut by a reset.
 
-Only keywords fire events (not ``_silence_`` or ``_unknown_``); after an event the
-detector stays quiet for ``refractory`` seconds.
+Only keywords fire events (not ``_silence_`` or ``_unknown_``), once per crossing of
+their threshold; after an event the detector stays quiet for ``refractory`` seconds.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ class Detection:
 
 class PosteriorSmoother:
     """Moving average of posteriors, per-keyword thresholds and a refractory period.
+
+    A keyword fires when its smoothed probability is the largest and reaches its
+    threshold, and then not again until that probability has fallen back below the
+    threshold: a word fires once however long the model holds its posterior (the step
+    model's state keeps a word for up to a reset period, measured: a second event 1.0 s
+    after the first on most words without this).
 
     Parameters
     ----------
@@ -79,19 +85,31 @@ class PosteriorSmoother:
         self.thresholds[:2] = np.inf
         self.history: deque[np.ndarray] = deque(maxlen=window)
         self.refractory = refractory
-        self.last_event = -np.inf
+        self.reset()
+
+    @property
+    def keyword_thresholds(self) -> dict[str, float]:
+        """The threshold of each keyword."""
+        return {label: float(t) for label, t in zip(self.labels[2:], self.thresholds[2:], strict=True)}
 
     def reset(self) -> None:
         self.history.clear()
         self.last_event = -np.inf
+        self.armed = np.ones(len(self.labels), dtype=bool)
 
     def push(self, probabilities: np.ndarray, time: float) -> Detection | None:
         """Add one posterior vector taken at ``time``; return an event if one fires."""
         self.history.append(np.asarray(probabilities, dtype=np.float64))
         smoothed = np.mean(self.history, axis=0)
+        self.armed |= smoothed < self.thresholds
         best = int(np.argmax(smoothed))
-        if smoothed[best] < self.thresholds[best] or time - self.last_event < self.refractory:
+        if (
+            smoothed[best] < self.thresholds[best]
+            or not self.armed[best]
+            or time - self.last_event < self.refractory
+        ):
             return None
+        self.armed[best] = False
         self.last_event = time
         return Detection(self.labels[best], time, float(smoothed[best]))
 

@@ -4,11 +4,19 @@ A stream is made of test clips laid end to end with gaps: keywords at known time
 unknown words between them, all over background noise at a chosen SNR. Each keyword's
 extent inside its 1-s clip is measured from its energy, so latency is counted from the
 end of the spoken word, not of the clip. Deterministic for a given seed.
+
+The model's posteriors on a stream are recorded once (:func:`record`); the detector's
+decisions are then replayed at any thresholds (:func:`replay`), cheaply and with the
+same events the live detector gives. :func:`tune_thresholds` picks one threshold per
+keyword for a target false-alarm rate that way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +24,7 @@ import numpy as np
 
 from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
 from kws.evaluate import keywords_of
-from kws.stream import Detection
+from kws.stream import Detection, Detector, PosteriorSmoother
 
 
 @dataclass(frozen=True)
@@ -152,20 +160,169 @@ def score(
     Each keyword is hit at most once; any event that matches no keyword is a false alarm
     (a wrong label on a keyword counts as a miss and a false alarm).
     """
-    targets = [w for w in words if w.label not in (SILENCE, UNKNOWN)]
+    targets = sorted((w for w in words if w.label not in (SILENCE, UNKNOWN)), key=lambda w: w.start)
+    starts = [w.start for w in targets]
     matched = [False] * len(targets)
     latencies = []
     false_alarms = 0
     for event in events:
-        for i, word in enumerate(targets):
-            if (
-                not matched[i]
-                and word.label == event.label
-                and word.start <= event.time <= word.end + tolerance
-            ):
+        # Words do not overlap, so their ends are sorted too: the candidates are a short run.
+        last = bisect.bisect_right(starts, event.time)
+        first = last
+        while first > 0 and targets[first - 1].end + tolerance >= event.time:
+            first -= 1
+        for i in range(first, last):
+            if not matched[i] and targets[i].label == event.label:
                 matched[i] = True
-                latencies.append(event.time - word.end)
+                latencies.append(event.time - targets[i].end)
                 break
         else:
             false_alarms += 1
     return StreamScore(len(targets), sum(matched), false_alarms, seconds / 3600, tuple(latencies))
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A detector's model outputs on one stream, smoothed as the detector smooths them.
+
+    ``times[i]`` is the stream time of posterior ``i``; ``smoothed[i]`` is the moving
+    average the detector's threshold is compared with at that time.
+    """
+
+    labels: tuple[str, ...]
+    times: np.ndarray  # (n,) seconds
+    smoothed: np.ndarray  # (n, labels)
+    refractory: float
+    seconds: float  # length of the stream
+    cpu_seconds: float  # front-end + model, per whole stream
+
+
+def record(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> Trace:
+    """Run ``audio`` through a fresh ``detector`` and keep every (smoothed) posterior, not events."""
+    detector.reset()
+    times, raw = [], []
+    start = time.process_time()
+    for i in range(0, len(audio), chunk):
+        for frame in detector.frontend.push(audio[i : i + chunk]):
+            p = detector.posterior(frame)
+            if p is not None:
+                times.append(detector.time)
+                raw.append(p.astype(np.float64))
+    cpu = time.process_time() - start
+    window = detector.smoother.history.maxlen or 1
+    # Same arithmetic as PosteriorSmoother.push: the mean of the last `window` posteriors.
+    smoothed = np.array([np.mean(raw[max(0, i - window + 1) : i + 1], axis=0) for i in range(len(raw))])
+    return Trace(
+        detector.smoother.labels,
+        np.array(times),
+        smoothed.reshape(len(raw), len(detector.smoother.labels)),
+        detector.smoother.refractory,
+        len(audio) / detector.frontend.config.sample_rate,
+        cpu,
+    )
+
+
+def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detection]:
+    """The events the detector gives on the traced stream with these thresholds."""
+    smoother = PosteriorSmoother(trace.labels, thresholds, window=1, refractory=trace.refractory)
+    # Feed only the frames that can change the outcome: those whose top label is a keyword
+    # at or above its threshold (they may fire), and those where a keyword falls below its
+    # threshold (they re-arm it). Every other frame leaves the smoother's state as it is.
+    above = trace.smoothed >= smoother.thresholds
+    fires = above[np.arange(len(above)), np.argmax(trace.smoothed, axis=1)]
+    falls = np.zeros_like(fires)
+    falls[1:] = np.any(above[:-1] & ~above[1:], axis=1)
+    candidates = np.flatnonzero(fires | falls)
+    return [e for i in candidates if (e := smoother.push(trace.smoothed[i], float(trace.times[i])))]
+
+
+THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.30, 0.995, 0.01))
+
+
+def tune_thresholds(
+    trace: Trace,
+    words: Sequence[Word],
+    target_false_alarms_per_hour: float,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> dict[str, float]:
+    """One threshold per keyword: the lowest whose own false alarms stay within an equal share of the target.
+
+    Parameters
+    ----------
+    trace : Trace
+        The detector's outputs on a validation stream (:func:`record`).
+    words : sequence of Word
+        That stream's ground truth.
+    target_false_alarms_per_hour : float
+        For all keywords together; each keyword gets ``target / n_keywords``.
+    grid : sequence of float
+        Thresholds tried, ascending; a keyword that exceeds its share even at the last
+        gets the last.
+    """
+    keywords = [label for label in trace.labels if label not in (SILENCE, UNKNOWN)]
+    share = target_false_alarms_per_hour / len(keywords)
+    chosen = {}
+    for keyword in keywords:
+        others = dict.fromkeys(keywords, np.inf)  # tuned one at a time: only this keyword fires
+        for threshold in grid:
+            events = replay(trace, {**others, keyword: threshold})
+            if score(events, words, trace.seconds).false_alarms_per_hour <= share:
+                break
+        chosen[keyword] = float(threshold)
+    return chosen
+
+
+def tune_model(
+    path: str | Path,
+    data_dir: str | Path,
+    *,
+    target_false_alarms_per_hour: float,
+    split: str = "validation",
+    minutes: float = 30.0,
+    snr_db: float = 20.0,
+    seed: int = 0,
+) -> tuple[dict[str, float], StreamScore]:
+    """Tune a model file's per-keyword thresholds on a stream and store them in its metadata.
+
+    The stream is built from ``data_dir``'s ``split`` clips (validation speakers by
+    default), run through a :class:`Detector` with its default settings in the mode the
+    file implies (windowed for a clip model, stateful for a step model), and the
+    thresholds :func:`tune_thresholds` picks are written into the file (atomically) with
+    how they were chosen.
+
+    Returns
+    -------
+    thresholds : dict
+        Keyword -> threshold.
+    score : StreamScore
+        The detector with those thresholds on the tuning stream.
+    """
+    from kws.artifact import ModelError, embed_metadata
+    from kws.fileio import write_bytes_atomic
+    from kws.runtime import load_runner
+
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ModelError(f"{path}: thresholds are stored in .tflite models only")
+    runner = load_runner(path)
+    audio, words = build_stream(
+        data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
+    )
+    trace = record(Detector(runner), audio)
+    thresholds = tune_thresholds(trace, words, target_false_alarms_per_hour)
+    result = score(replay(trace, thresholds), words, trace.seconds)
+    tuning = {
+        "data": str(data_dir),
+        "split": split,
+        "minutes": minutes,
+        "snr_db": snr_db,
+        "seed": seed,
+        "target_false_alarms_per_hour": target_false_alarms_per_hour,
+        "hit_rate": round(result.hit_rate, 4),
+        "false_alarms_per_hour": round(result.false_alarms_per_hour, 2),
+    }
+    info = dataclasses.replace(
+        runner.info, extra={**runner.info.extra, "thresholds": thresholds, "threshold_tuning": tuning}
+    )
+    write_bytes_atomic(path, embed_metadata(path.read_bytes(), info))
+    return thresholds, result

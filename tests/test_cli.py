@@ -73,7 +73,7 @@ def test_features_command_saves_the_array(fsdd: Path, tmp_path: Path) -> None:
 
 
 def test_planned_commands_say_so() -> None:
-    result = run_kws("listen")
+    result = run_kws("export")
     assert result.returncode == 2 and "not implemented yet" in result.stderr
 
 

@@ -15,7 +15,7 @@ from kws.audio import load_audio, write_wav
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detection, Detector, PosteriorSmoother, detect
-from kws.streameval import Word, build_stream, score
+from kws.streameval import Word, build_stream, record, replay, score, tune_model, tune_thresholds
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 
@@ -145,3 +145,51 @@ def test_staggered_step_models_see_between_half_and_one_period(tiny_run: Path) -
         expected = [fresh.invoke(x[None]) for x in frames[f - history : f]][-1]
         assert 11 <= history <= 20
         np.testing.assert_array_equal(posterior, expected)
+
+
+def test_replay_of_a_recorded_stream_gives_the_live_detectors_events(tiny_run: Path, test12: Path) -> None:
+    runner = load_runner(tiny_run / "int8_step.tflite")
+    audio, _ = build_stream(test12, runner.info.labels, minutes=1, seed=1)
+    events = 0
+    for thresholds in (0.25, {"yes": 0.3, "no": 0.2, "up": 0.9}):
+        detector = Detector(runner, thresholds=thresholds, smoothing=0.1)
+        live = detect(detector, audio)
+        trace = record(detector, audio)
+        assert replay(trace, thresholds) == live
+        events += len(live)
+    assert events >= 5
+
+
+def test_tuned_thresholds_meet_the_false_alarm_target_on_their_stream(tiny_run: Path, test12: Path) -> None:
+    runner = load_runner(tiny_run / "int8.tflite")
+    audio, words = build_stream(test12, runner.info.labels, minutes=2, seed=2)
+    trace = record(Detector(runner, hop_frames=5), audio)
+    loose = score(replay(trace, 0.3), words, trace.seconds)
+    target = loose.false_alarms_per_hour / 4
+    thresholds = tune_thresholds(trace, words, target)
+    tuned = score(replay(trace, thresholds), words, trace.seconds)
+    assert set(thresholds) == set(runner.info.labels[2:])
+    # Each keyword keeps within its share (or sits at the top of the grid); the sum then does too.
+    assert tuned.false_alarms_per_hour <= target or max(thresholds.values()) == 0.99
+    assert tuned.hits > 0 and tuned.false_alarms < loose.false_alarms
+
+
+def test_tune_command_stores_thresholds_the_detector_uses(
+    tiny_run: Path, small_speech_commands: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "int8_step.tflite"
+    model.write_bytes((tiny_run / "int8_step.tflite").read_bytes())
+    thresholds, result = tune_model(model, small_speech_commands, target_false_alarms_per_hour=50, minutes=1)
+    info = load_runner(model).info
+    assert info.extra["thresholds"] == thresholds
+    assert info.extra["threshold_tuning"]["split"] == "validation"
+    assert info.extra["threshold_tuning"]["false_alarms_per_hour"] == pytest.approx(
+        result.false_alarms_per_hour, abs=0.01
+    )
+    assert Detector(load_runner(model)).smoother.keyword_thresholds == thresholds
+    assert Detector(load_runner(model), thresholds=0.42).smoother.keyword_thresholds == dict.fromkeys(
+        thresholds, 0.42
+    )
+    # Same weights: the model's outputs are unchanged by the rewrite.
+    x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)
+    assert np.array_equal(load_runner(model).invoke(x), load_runner(tiny_run / "int8_step.tflite").invoke(x))

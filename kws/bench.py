@@ -1,0 +1,272 @@
+"""``kws bench``: accuracy, size, compute, latency and long-stream figures of models, side by side.
+
+Every figure is measured here, on this host, for each model:
+
+- accuracy of the float model, the int8 model in LiteRT and in the TFLM interpreter, on
+  one data set, with per-class recall (int8, LiteRT) and TFLM/LiteRT top-1 agreement;
+- parameters and multiply-accumulates per inference (from the flatbuffer), flash (the
+  model file's bytes, i.e. the C array) and the TFLM tensor arena (host interpreter);
+- latency of one inference, median and 95th percentile, LiteRT and TFLM;
+- the streaming front-end's cost and the whole streaming pipeline's real-time factor
+  (CPU seconds per second of audio: below 1 keeps up), on a long stream built from the
+  data's clips, with its hit rate, false alarms per hour and latency at the model's
+  thresholds, and the false-reject / false-alarm trade-off over one shared threshold.
+
+Timings depend on the machine and its load: compare models within one run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from kws.artifact import model_cost
+from kws.errors import KwsError
+from kws.evaluate import EvalResult, agreement, evaluate, load_features
+from kws.features import StreamingFrontend
+from kws.runtime import Runner, load_runner, tflm_arena_bytes
+from kws.stream import Detector
+from kws.streameval import Trace, build_stream, record, replay, score
+
+DET_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 1.0, 0.05))
+
+
+def siblings(path: Path) -> dict[str, Path]:
+    """A whole-clip int8 model's companion files found by name: its float and step models.
+
+    ``int8.tflite`` -> ``float.tflite``, ``int8_step.tflite`` (a ``kws train`` run);
+    ``lstm_int8.tflite`` -> ``lstm_float.tflite``, ``lstm_int8_step.tflite`` (bundled).
+    """
+    found = {"int8": path}
+    for variant in ("float", "int8_step"):
+        candidate = path.with_name(path.name.replace("int8", variant))
+        if "int8" in path.name and candidate.is_file():
+            found[variant] = candidate
+    return found
+
+
+def latency_ms(runner: Runner, x: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Median and 95th-percentile wall time of one invoke, in milliseconds."""
+    times = []
+    runner.invoke(x)  # warm-up
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runner.invoke(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3), float(np.percentile(times, 95) * 1e3)
+
+
+def frontend_cost(detector: Detector, audio: np.ndarray, chunk: int = 320) -> float:
+    """CPU seconds per second of audio of the streaming front-end alone (20-ms chunks)."""
+    frontend = StreamingFrontend(detector.frontend.config)
+    start = time.process_time()
+    for i in range(0, len(audio), chunk):
+        frontend.push(audio[i : i + chunk])
+    return (time.process_time() - start) / (len(audio) / detector.frontend.config.sample_rate)
+
+
+def det_curve(trace: Trace, words: Sequence[Any]) -> list[dict[str, float]]:
+    """False-reject rate and false alarms per hour at shared thresholds (one for every keyword)."""
+    points = []
+    for threshold in DET_THRESHOLDS:
+        s = score(replay(trace, threshold), words, trace.seconds)
+        points.append(
+            {
+                "threshold": threshold,
+                "false_reject_rate": 1 - s.hit_rate,
+                "false_alarms_per_hour": s.false_alarms_per_hour,
+            }
+        )
+    return points
+
+
+def bench_model(
+    path: Path,
+    data: Path,
+    *,
+    stream: tuple[np.ndarray, list[Any]],
+    repeats: int = 200,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every figure of one model (see the module docstring); ``path`` is its whole-clip int8 file."""
+    files = siblings(path)
+    int8 = load_runner(path, require_int8=True)
+    if int8.info.kind != "clip":
+        raise KwsError(f"{path}: give the whole-clip int8 model; its step model is found beside it")
+    tflm = load_runner(path, "tflm")
+    info = int8.info
+    test = load_features(data, "test", info.labels, info.frontend, progress=progress)
+    results: dict[str, EvalResult] = {
+        "int8 litert": evaluate(int8, test, progress=progress),
+        "int8 tflm": evaluate(tflm, test, progress=progress),
+    }
+    if "float" in files:
+        results["float"] = evaluate(load_runner(files["float"]), test, progress=progress)
+    top1, _ = agreement(results["int8 litert"], results["int8 tflm"])
+    data_bytes = path.read_bytes()
+    cost = model_cost(data_bytes, str(path))
+    clip = test.features[0]
+    row: dict[str, Any] = {
+        "model": str(path),
+        "arch": info.arch,
+        "clips": len(test.labels),
+        "accuracy": {name: r.accuracy for name, r in results.items()},
+        "tflm_litert_top1_agreement": top1,
+        "recall": results["int8 litert"].recall,
+        "confusion": results["int8 litert"].confusion.tolist(),
+        "labels": list(info.labels),
+        "params": cost.params,
+        "macs_per_inference": cost.macs,
+        "flash_bytes": len(data_bytes),
+        "arena_bytes": tflm_arena_bytes(data_bytes),
+        "latency_ms": {
+            "litert": latency_ms(int8, clip, repeats),
+            "tflm": latency_ms(tflm, clip, repeats),
+        },
+    }
+    # Streaming: the step model (stateful mode) where there is one, else the whole-clip one.
+    streaming = load_runner(files.get("int8_step", path))
+    detector = Detector(streaming)
+    audio, words = stream
+    row["frontend_cpu_per_audio_s"] = frontend_cost(detector, audio)
+    trace = record(detector, audio)
+    s = score(replay(trace, detector.smoother.keyword_thresholds), words, trace.seconds)
+    step_bytes = streaming.path.read_bytes()
+    row["streaming"] = {
+        "model": str(streaming.path),
+        "mode": detector.mode,
+        "macs_per_second": model_cost(step_bytes).macs * len(trace.times) / trace.seconds,
+        "arena_bytes": tflm_arena_bytes(step_bytes),
+        "latency_ms": {
+            "litert": latency_ms(streaming, test.features[0][: streaming.input_shape[1]], repeats),
+            "tflm": latency_ms(
+                load_runner(streaming.path, "tflm"), test.features[0][: streaming.input_shape[1]], repeats
+            ),
+        },
+        "real_time_factor": trace.cpu_seconds / trace.seconds,
+        "minutes": trace.seconds / 60,
+        **s.to_dict(),
+        "det": det_curve(trace, words),
+    }
+    return row
+
+
+def bench(
+    models: Sequence[Path],
+    data: Path,
+    *,
+    minutes: float = 20.0,
+    seed: int = 0,
+    repeats: int = 200,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """:func:`bench_model` for each model, all on the same data and the same long stream."""
+    first = load_runner(models[0])
+    stream = build_stream(data, first.info.labels, minutes=minutes, seed=seed)
+    rows = []
+    for path in tqdm(models, desc="models", disable=not progress or len(models) < 2, leave=False):
+        if load_runner(path).info.labels != first.info.labels:
+            raise KwsError(f"{path}: its labels differ from {models[0]}'s; bench models of one label set")
+        rows.append(bench_model(path, data, stream=stream, repeats=repeats, progress=progress))
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(figure, value per model) lines of the main table."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2%}"
+
+    def ms(pair: tuple[float, float]) -> str:
+        return f"{pair[0]:.3f} / {pair[1]:.3f}"
+
+    lines = [
+        ("model", [Path(r["model"]).name for r in rows]),
+        ("architecture", [r["arch"] for r in rows]),
+        ("accuracy float", [pct(r["accuracy"].get("float")) for r in rows]),
+        ("accuracy int8 LiteRT", [pct(r["accuracy"]["int8 litert"]) for r in rows]),
+        ("accuracy int8 TFLM", [pct(r["accuracy"]["int8 tflm"]) for r in rows]),
+        ("TFLM = LiteRT top-1", [pct(r["tflm_litert_top1_agreement"]) for r in rows]),
+        ("parameters", [f"{r['params']:,}" for r in rows]),
+        ("MACs per inference", [f"{r['macs_per_inference']:,}" for r in rows]),
+        ("flash (model bytes)", [f"{r['flash_bytes']:,}" for r in rows]),
+        ("TFLM arena bytes (host)", [f"{r['arena_bytes']:,}" for r in rows]),
+        ("latency ms LiteRT (median / p95)", [ms(r["latency_ms"]["litert"]) for r in rows]),
+        ("latency ms TFLM (median / p95)", [ms(r["latency_ms"]["tflm"]) for r in rows]),
+        ("front-end CPU s per audio s", [f"{r['frontend_cpu_per_audio_s']:.4f}" for r in rows]),
+        ("streaming model", [Path(r["streaming"]["model"]).name for r in rows]),
+        ("streaming mode", [r["streaming"]["mode"] for r in rows]),
+        ("streaming MACs per audio s", [f"{r['streaming']['macs_per_second']:,.0f}" for r in rows]),
+        ("streaming arena bytes (host)", [f"{r['streaming']['arena_bytes']:,}" for r in rows]),
+        ("streaming latency ms LiteRT", [ms(r["streaming"]["latency_ms"]["litert"]) for r in rows]),
+        ("streaming latency ms TFLM", [ms(r["streaming"]["latency_ms"]["tflm"]) for r in rows]),
+        ("real-time factor (CPU s per audio s)", [f"{r['streaming']['real_time_factor']:.4f}" for r in rows]),
+        ("stream hit rate", [pct(r["streaming"]["hit_rate"]) for r in rows]),
+        ("stream false alarms per hour", [f"{r['streaming']['false_alarms_per_hour']:.1f}" for r in rows]),
+        ("stream median latency s", [f"{r['streaming']['median_latency_s']:.2f}" for r in rows]),
+    ]
+    for label in rows[0]["labels"]:
+        lines.append((f"recall {label}", [pct(r["recall"][label]) for r in rows]))
+    return lines
+
+
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The bench table, one column per model, as aligned text or Markdown."""
+    lines = _table(rows)
+    if markdown:
+        out = ["| " + " | ".join([lines[0][0], *lines[0][1]]) + " |", "| --- |" + " ---: |" * len(rows)]
+        out += ["| " + " | ".join([name, *values]) + " |" for name, values in lines[1:]]
+        return "\n".join(out)
+    width = max(len(name) for name, _ in lines)
+    cols = [max(len(values[i]) for _, values in lines) for i in range(len(rows))]
+    return "\n".join(
+        f"{name:<{width}}  " + "  ".join(f"{v:>{c}}" for v, c in zip(values, cols, strict=True))
+        for name, values in lines
+    )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """PNG with each model's confusion matrix and the detection-error trade-off curves."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise KwsError("--plot needs matplotlib: pip install matplotlib (or kws[train])") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kws.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(6 * (len(rows) + 1), 5.5))
+    for ax, r in zip(axes, rows, strict=False):
+        c = np.array(r["confusion"], dtype=float)
+        ax.imshow(c / np.maximum(c.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        names = [n.strip("_")[:7] for n in r["labels"]]
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{Path(r['model']).name}: {r['accuracy']['int8 litert']:.1%} int8")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    det = axes[-1]
+    for r in rows:
+        points = r["streaming"]["det"]
+        det.plot(
+            [p["false_alarms_per_hour"] for p in points],
+            [p["false_reject_rate"] for p in points],
+            marker=".",
+            label=f"{Path(r['streaming']['model']).name} ({r['streaming']['mode']})",
+        )
+    det.set_xscale("symlog", linthresh=1)
+    det.set_xlabel("false alarms per hour")
+    det.set_ylabel("false-reject rate")
+    det.set_title(f"detection-error trade-off, {rows[0]['streaming']['minutes']:.0f}-min stream")
+    det.grid(True, alpha=0.3)
+    det.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""``kws demo``: the bundled model on the bundled sample clips, one by one and as a stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kws.audio import load_audio
+from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
+from kws.features import clip_features
+from kws.runtime import load_runner
+from kws.stream import Detection, Detector, detect
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo saw: each clip's top label, and the stream's detections."""
+
+    clips: list[tuple[str, str, float]]  # (word said, label predicted, probability)
+    said: list[str]  # the words in the stream, in order
+    events: list[Detection]
+
+
+def sample_stream(clips: list[Path], sample_rate: int, gap: float = 1.0) -> np.ndarray:
+    """The clips end to end, ``gap`` seconds of quiet noise before each and after the last."""
+    rng = np.random.default_rng(0)
+
+    def quiet() -> np.ndarray:
+        return (rng.standard_normal(int(gap * sample_rate)) * 1e-3).astype(np.float32)
+
+    parts = [quiet()]
+    for path in clips:
+        parts += [load_audio(path, sample_rate), quiet()]
+    return np.concatenate(parts)
+
+
+def run_demo(say: Callable[[str], None] = print) -> DemoResult:
+    """Classify each sample clip with the bundled int8 LSTM, then stream them all; ``say`` prints."""
+    runner = load_runner(bundled_model())
+    frontend = runner.info.frontend
+    clips = sample_clips()
+    say(f"kws demo: the bundled int8 LSTM ({runner.path.name}) on {len(clips)} sample clips\n")
+    results = []
+    for path in clips:
+        probabilities = runner.run_clip(clip_features(load_audio(path, frontend.sample_rate), frontend))
+        best = int(np.argmax(probabilities))
+        results.append((path.stem, runner.info.labels[best], float(probabilities[best])))
+        say(f"  {path.name:<10} -> {runner.info.labels[best]:<10} {probabilities[best]:.2f}")
+    detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
+    audio = sample_stream(clips, frontend.sample_rate)
+    say(f"\nThe same clips as one {len(audio) / frontend.sample_rate:.0f}-s stream ({detector.mode} mode):")
+    events = detect(detector, audio)
+    for event in events:
+        say(f"  {event.time:6.2f} s  {event.label:<10} {event.score:.2f}")
+    keywords = set(runner.info.labels[2:])
+    said = [p.stem for p in clips if p.stem in keywords]
+    say(
+        f"\nsaid: {' '.join(p.stem for p in clips)} ({', '.join(sorted({p.stem for p in clips} - keywords))} is not a keyword)"
+    )
+    say(f"detected: {' '.join(e.label for e in events)}")
+    say(
+        "\nNext: `kws listen` detects keywords from your microphone (`--list-devices` to pick one);\n"
+        "`kws bench` measures the bundled models; `kws train --data DIR --out RUN` trains your own\n"
+        "(pip install 'kws[train]'; `kws data download` fetches Speech Commands)."
+    )
+    return DemoResult(results, said, events)

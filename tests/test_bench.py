@@ -1,0 +1,174 @@
+"""kws bench: its figures checked against independent measurements on a small set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kws.bench import format_table
+from kws.bundled import bundled_model
+from kws.runtime import load_runner
+from kws.stream import Detector, detect
+from kws.streameval import build_stream, score
+
+
+@pytest.fixture(scope="module")
+def small_test12(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path:
+    """Six clips of each class of the 12-class test set (symlinks)."""
+    root = tmp_path_factory.mktemp("small_test12")
+    for folder in sorted(p for p in test12.iterdir() if p.is_dir()):
+        (root / folder.name).mkdir()
+        for f in sorted(folder.glob("*.wav"))[:6]:
+            (root / folder.name / f.name).symlink_to(f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench_json(small_test12: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kws",
+            "bench",
+            "--data",
+            str(small_test12),
+            "--minutes",
+            "1",
+            "--repeats",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def kws_eval(model: Path, data: Path, runtime: str) -> float:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kws",
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--runtime",
+            runtime,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(result.stdout)["accuracy"])
+
+
+def test_bench_defaults_to_the_bundled_lstm_and_dscnn(bench_json: dict[str, Any]) -> None:
+    models = [Path(r["model"]) for r in bench_json["models"]]
+    assert models == [bundled_model("lstm"), bundled_model("dscnn")]
+    lstm, dscnn = bench_json["models"]
+    assert lstm["streaming"]["mode"] == "stateful" and dscnn["streaming"]["mode"] == "windowed"
+
+
+def test_accuracy_equals_kws_eval(bench_json: dict[str, Any], small_test12: Path) -> None:
+    for row in bench_json["models"]:
+        model = Path(row["model"])
+        assert row["clips"] == 72
+        assert row["accuracy"]["int8 litert"] == kws_eval(model, small_test12, "litert")
+        assert row["accuracy"]["int8 tflm"] == kws_eval(model, small_test12, "tflm")
+        assert row["accuracy"]["float"] == kws_eval(
+            model.with_name(model.name.replace("int8", "float")), small_test12, "litert"
+        )
+
+
+def test_sizes_and_compute_match_the_files(bench_json: dict[str, Any]) -> None:
+    lstm = bench_json["models"][0]
+    for row in bench_json["models"]:
+        assert row["flash_bytes"] == Path(row["model"]).stat().st_size
+    # Stacked LSTM: 4 gates x units x (inputs + units) per frame and layer, then the classifier.
+    info = load_runner(lstm["model"]).info
+    units, layers = info.extra["train"]["units"], info.extra["train"]["layers"]
+    n_in, frames, n_labels = info.frontend.n_mfcc, info.frontend.clip_frames, len(info.labels)
+    per_frame = sum(4 * units * ((n_in if i == 0 else units) + units) for i in range(layers))
+    assert lstm["macs_per_inference"] == frames * per_frame + units * n_labels
+    keras_params = (
+        sum(4 * units * ((n_in if i == 0 else units) + units + 1) for i in range(layers))
+        + (units + 1) * n_labels
+    )
+    assert keras_params <= lstm["params"] <= keras_params + 16  # plus the slice op's few constant operands
+    # The step model does one frame's work per 20-ms hop: 50 invokes a second.
+    assert lstm["streaming"]["macs_per_second"] == pytest.approx(
+        50 * (per_frame + units * n_labels), rel=0.01
+    )
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_arena_figure_is_enough_for_the_tflm_interpreter(bench_json: dict[str, Any], which: int) -> None:
+    row = bench_json["models"][which]
+    for model, arena in (
+        (row["model"], row["arena_bytes"]),
+        (row["streaming"]["model"], row["streaming"]["arena_bytes"]),
+    ):
+        # In a subprocess: TFLM crashes rather than failing cleanly when the arena is too small.
+        code = (
+            "import sys, numpy as np\n"
+            "from tflite_micro.python.tflite_micro import runtime\n"
+            f"i = runtime.Interpreter.from_bytes(open({model!r}, 'rb').read(), arena_size=int(sys.argv[1]))\n"
+            "d = i.get_input_details(0)\n"
+            "i.set_input(np.zeros(d['shape'], d['dtype']), 0)\n"
+            "i.invoke()\n"
+        )
+        enough = subprocess.run([sys.executable, "-c", code, str(arena)], capture_output=True, check=False)
+        assert enough.returncode == 0, enough.stderr
+        short = subprocess.run(
+            [sys.executable, "-c", code, str(arena - 64)], capture_output=True, check=False
+        )
+        assert short.returncode != 0
+
+
+def test_stream_figures_equal_the_live_detector(bench_json: dict[str, Any], small_test12: Path) -> None:
+    for row in bench_json["models"]:
+        streaming = row["streaming"]
+        runner = load_runner(streaming["model"])
+        audio, words = build_stream(small_test12, runner.info.labels, minutes=1, seed=0)
+        live = score(detect(Detector(runner), audio), words, len(audio) / 16000)
+        assert (streaming["hits"], streaming["false_alarms"]) == (live.hits, live.false_alarms)
+        assert streaming["hit_rate"] == pytest.approx(live.hit_rate)
+        thresholds = [p["threshold"] for p in streaming["det"]]
+        assert thresholds == sorted(thresholds)
+        assert all(0 <= p["false_reject_rate"] <= 1 for p in streaming["det"])
+
+
+def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> None:
+    rows = bench_json["models"]
+    text = format_table(rows)
+    markdown = format_table(rows, markdown=True).splitlines()
+    for figure in (
+        "accuracy int8 TFLM",
+        "MACs per inference",
+        "TFLM arena bytes",
+        "real-time factor",
+        "recall _unknown_",
+    ):
+        assert figure in text
+    assert all(line.count("|") == len(rows) + 2 for line in markdown)
+    assert "lstm_int8.tflite" in markdown[0] and "dscnn_int8.tflite" in markdown[0]
+
+
+def test_bench_without_data_says_what_it_needs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kws", "bench"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and "--data DIR" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,160 @@
+"""The live microphone path: a PulseAudio null sink's monitor as the microphone, real clips played into it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws.audio import load_audio
+from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
+from kws.features import clip_features
+from kws.microphone import MicrophoneError, listen
+from kws.runtime import load_runner
+from kws.stream import Detector
+
+SINK = "kwsmic"
+GAP = 1.5  # seconds of silence between clips
+
+
+@pytest.fixture(scope="module")
+def microphone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private PulseAudio daemon whose null sink's monitor is the default source; yields the device name."""
+    for tool in ("pulseaudio", "pactl", "paplay"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: install Debian's pulseaudio (.ci/run does)")
+    runtime = tmp_path_factory.mktemp("pulse")
+    with pytest.MonkeyPatch.context() as mp:
+        # A daemon of our own, whatever else runs on the machine; clients find it by this path.
+        mp.setenv("PULSE_RUNTIME_PATH", str(runtime))
+        mp.setenv("PULSE_STATE_PATH", str(runtime))
+        daemon = subprocess.Popen(
+            [
+                "pulseaudio",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "-n",
+                "--load=module-native-protocol-unix",
+                f"--load=module-null-sink sink_name={SINK} rate=16000 channels=1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                if subprocess.run(["pactl", "info"], capture_output=True, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the PulseAudio daemon did not start")
+            subprocess.run(["pactl", "set-default-source", f"{SINK}.monitor"], check=True)
+            yield "pulse"
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[Path]:
+    """The bundled sample clips (test speakers), each checked to be classified right offline."""
+    runner = load_runner(bundled_model(variant=STREAMING_VARIANT))
+    labels = runner.info.labels
+    for path in sample_clips():
+        p = runner.run_clip(clip_features(load_audio(path), runner.info.frontend))
+        expected = path.stem if path.stem in labels else "_unknown_"
+        assert labels[int(np.argmax(p))] == expected, f"{path.name} is misclassified offline"
+    keywords = [p for p in sample_clips() if p.stem in labels]
+    unknown = [p for p in sample_clips() if p.stem not in labels]
+    assert len({p.stem for p in keywords}) >= 3 and unknown
+    return [*keywords[:2], unknown[0], *keywords[2:]]  # the unknown word among the keywords
+
+
+def play(clips: list[Path]) -> None:
+    """Play the clips into the null sink, with silence between them."""
+    time.sleep(GAP)
+    for path in clips:
+        subprocess.run(["paplay", "-d", SINK, str(path)], check=True)
+        time.sleep(GAP)
+
+
+def expected(clips: list[Path]) -> list[str]:
+    labels = load_runner(bundled_model(variant=STREAMING_VARIANT)).info.labels
+    return [p.stem for p in clips if p.stem in labels]
+
+
+def test_kws_listen_reports_the_keywords_played_into_the_microphone(
+    microphone: str, clips: list[Path]
+) -> None:
+    duration = len(clips) * (1 + GAP) + 2 * GAP + 2
+    command = [sys.executable, "-m", "kws", "listen", "--json", "--device", microphone]
+    proc = subprocess.Popen(
+        [*command, "--duration", str(duration)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("listening")  # the stream is open: start playing
+    play(clips)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["label"] for e in events] == expected(clips), "\n".join(map(str, events))
+    assert f"{len(events)} detections" in err and "input overflows: 0" in err
+    # Events arrive in order, one per played keyword, each after its clip started.
+    assert all(0 < a["time"] < b["time"] for a, b in itertools.pairwise(events))
+
+
+def test_capture_at_another_rate_is_resampled(microphone: str, clips: list[Path]) -> None:
+    detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
+    started = threading.Event()
+    player = threading.Thread(target=lambda: (started.wait(10), play(clips)))
+    player.start()
+    session = listen(
+        detector,
+        device=microphone,
+        rate=44100,
+        duration=len(clips) * (1 + GAP) + 2 * GAP + 2,
+        on_block=lambda audio, det: started.set(),
+    )
+    player.join()
+    assert session.capture_rate == 44100
+    assert [e.label for e in session.events] == expected(clips)
+    # 44.1 kHz in, the model's 16 kHz through the front-end: frame count matches the time listened.
+    assert abs(detector.frame_count * 0.02 - session.seconds) < 0.2
+
+
+def test_unknown_device_is_a_clear_error(microphone: str) -> None:
+    detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
+    with pytest.raises(MicrophoneError, match=r"no-such-microphone.*--list-devices"):
+        listen(detector, device="no-such-microphone", duration=1)
+
+
+def test_list_devices_shows_the_virtual_microphone(microphone: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kws", "listen", "--list-devices"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "pulse" in result.stdout
+
+
+def test_missing_portaudio_names_the_package_to_install(tmp_path: Path) -> None:
+    # sounddevice raises this OSError at import when libportaudio is not installed.
+    (tmp_path / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kws", "listen", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "PortAudio library not found" in result.stderr and "libportaudio2" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,175 @@
+"""Train the bundled default models and write them, with their model card, into kws/models/.
+
+    python tools/train_default.py [--runs runs] [--data ../shared/data/speech_commands]
+
+The recipe is `kws train`'s defaults: the stacked LSTM and the DS-CNN peer, seed 0, on
+the Speech Commands folder, with the 12-class test set as benchmark (training on the CPU
+is deterministic: the same command gives the same models). Equivalent to
+
+    kws train --data DATA --out runs/lstm --benchmark BENCH
+    kws train --data DATA --out runs/dscnn --arch dscnn --benchmark BENCH
+
+A run folder that already holds a finished run is reused, not retrained. Thresholds are
+tuned (``kws tune``, validation speakers) where a model file has none yet. Then the files
+are copied into ``kws/models/`` and ``MODEL_CARD.md`` is written from the runs' reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kws.bundled import MODELS, MODELS_DIR
+from kws.cli import DEFAULT_TARGET_FA
+from kws.fileio import write_text_atomic
+from kws.runtime import load_runner
+from kws.streameval import tune_model
+from kws.train import TrainConfig, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared/data"
+RUN_FILES = {"int8": "int8.tflite", "int8_step": "int8_step.tflite", "float": "float.tflite"}
+
+
+def train_or_reuse(arch: str, run_dir: Path, data: Path, benchmark: Path) -> dict[str, Any]:
+    report = run_dir / "report.json"
+    if report.is_file():
+        print(f"{arch}: reusing the finished run in {run_dir}")
+    else:
+        print(f"{arch}: training into {run_dir}")
+        run(TrainConfig(data=str(data), arch=arch), run_dir, benchmark=benchmark)
+    result: dict[str, Any] = json.loads(report.read_text())
+    if result["interrupted"]:
+        raise SystemExit(f"{run_dir}: the run was interrupted; finish it with kws train --resume")
+    return result
+
+
+def tuning_of(path: Path, data: Path, minutes: float) -> dict[str, Any]:
+    """The file's threshold tuning, tuning it first if it has none."""
+    info = load_runner(path).info
+    if "threshold_tuning" not in info.extra:
+        print(f"tuning thresholds of {path} on {minutes:g} min of validation stream")
+        tune_model(path, data, target_false_alarms_per_hour=DEFAULT_TARGET_FA, minutes=minutes)
+        info = load_runner(path).info
+    return {"thresholds": info.extra["thresholds"], **info.extra["threshold_tuning"]}
+
+
+def model_card(reports: dict[str, dict[str, Any]], tunings: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "# Bundled models: model card",
+        "",
+        "Keyword spotters for the ten Speech Commands keywords (yes, no, up, down, left, right, on,",
+        "off, stop, go), plus `_silence_` and `_unknown_`, from 1 s of 16 kHz audio (49 frames x 10",
+        "MFCCs). Full-int8 TensorFlow Lite for microcontrollers (TFLM) and host (LiteRT).",
+        "",
+        "## Data",
+        "",
+        "Trained on the Speech Commands v0.02 subset in `../shared/data/speech_commands` (3,690",
+        "clips; train 2,772 / validation 517 / test 401, speaker-disjoint) with the official",
+        "validation and test lists. Speech Commands: Warden, P., *Speech Commands: A Dataset for",
+        "Limited-Vocabulary Speech Recognition*, arXiv:1804.03209 (2018), released by Google",
+        "under the Creative Commons Attribution 4.0 International licence (CC BY 4.0,",
+        "https://creativecommons.org/licenses/by/4.0/). These models are derived from it.",
+        "Benchmark: the same test speakers in the canonical 12-class layout",
+        "(`speech_commands_test12`, 574 clips, 173 of them `_silence_`).",
+        "",
+        "## Recipe",
+        "",
+        "`python tools/train_default.py`, which runs `kws train --data DATA --out runs/ARCH",
+        "[--arch dscnn] --benchmark BENCH` with every other setting at its default (deterministic",
+        "on the CPU), then `kws tune` for the thresholds:",
+        "",
+    ]
+    for name, r in reports.items():
+        c = r["config"]
+        lines.append(
+            f"- `{name}`: {r['arch']}, {r['params']:,} parameters; {c['epochs']} epochs (best {r['training']['best_epoch']}), "
+            f"batch {c['batch_size']}, learning rate {c['learning_rate']} (cosine), dropout {c['dropout']}, "
+            f"seed {c['seed']}; augmentation {json.dumps(c['augment'])}; "
+            f"{r['training']['seconds'] / 60:.1f} min of training on a 2-core CPU."
+        )
+    lines += ["", "## Accuracy (measured by `kws train`'s report)", ""]
+    lines += [
+        "| model | file | KB | validation | benchmark float | benchmark int8 LiteRT | benchmark int8 TFLM | TFLM = LiteRT (top-1, benchmark) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in reports.items():
+        acc, bench = r["accuracy"], r["accuracy"]["benchmark"]
+        for variant, file in MODELS[name].items():
+            if variant == "float":
+                continue
+            key = "int8" if variant == "int8" else "int8 step"
+            agree = r["tflm_vs_litert"][f"{key}, benchmark"]["top1_agreement"]
+            lines.append(
+                f"| {name} | `{file}` | {r['sizes'][RUN_FILES[variant]] / 1000:.1f} | "
+                f"{acc['validation'][key + ' litert']:.2%} | {bench['float tflite']:.2%} | "
+                f"{bench[key + ' litert']:.2%} | {bench[key + ' tflm']:.2%} | {agree:.2%} |"
+            )
+    lines += ["", "Per-class recall on the benchmark (int8, LiteRT):", ""]
+    names = list(reports)
+    lines += ["| label | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    labels = reports[names[0]]["labels"]
+    for label in labels:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{reports[n]['per_class_recall']['recall'][label]:.1%}" for n in names)
+            + " |"
+        )
+    lines += [
+        "",
+        "## Streaming thresholds",
+        "",
+        "Per-keyword thresholds stored in each file, chosen by `kws tune` on a stream built from",
+        "the validation speakers (keywords and unknown words over background noise, 20 dB SNR)",
+        f"for {DEFAULT_TARGET_FA:g} false alarms per hour over all keywords (an equal share each).",
+        "",
+        "| file | tuning stream | hit rate | false alarms / h | thresholds |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for file, t in tunings.items():
+        th = ", ".join(f"{k} {v:.2f}" for k, v in t["thresholds"].items())
+        lines.append(
+            f"| `{file}` | {t['minutes']:g} min {t['split']} | {t['hit_rate']:.1%} | {t['false_alarms_per_hour']:.1f} | {th} |"
+        )
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- A few hundred training clips a keyword from 150 speakers: accuracy on other voices,",
+        "  microphones and rooms will be lower. `_unknown_` recall is the weakest class, so other",
+        "  speech is the main source of false alarms. Retrain on your own data with `kws train`.",
+        "- English only; the ten keywords above only.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder for the run folders")
+    parser.add_argument("--data", type=Path, default=SHARED / "speech_commands")
+    parser.add_argument("--benchmark", type=Path, default=SHARED / "speech_commands_test12")
+    parser.add_argument(
+        "--tune-minutes", type=float, default=60.0, help="validation stream for the thresholds"
+    )
+    args = parser.parse_args()
+    reports, tunings = {}, {}
+    for name in MODELS:
+        run_dir = args.runs / name
+        reports[name] = train_or_reuse(name, run_dir, args.data, args.benchmark)
+        for variant, file in MODELS[name].items():
+            source = run_dir / RUN_FILES[variant]
+            if variant != "float":
+                tunings[file] = tuning_of(source, args.data, args.tune_minutes)
+            shutil.copyfile(source, MODELS_DIR / file)
+            print(f"copied {source} -> {MODELS_DIR / file}")
+    write_text_atomic(MODELS_DIR / "MODEL_CARD.md", model_card(reports, tunings))
+    print(f"wrote {MODELS_DIR / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
