@@ -184,7 +184,7 @@ def check_tflite(data: bytes, source: str) -> None:
         )
 
 
-def _unpack(data: bytes, source: str) -> schema.ModelT:
+def unpack_model(data: bytes, source: str) -> schema.ModelT:
     """The whole model as flatbuffer objects; a damaged file is a :class:`ModelError`."""
     check_tflite(data, source)
     try:
@@ -215,7 +215,7 @@ def embed_metadata(tflite: bytes, info: ModelInfo) -> bytes:
         The re-packed model: same graph and weights (bit-identical outputs), every
         buffer 16-byte aligned from the start of the file.
     """
-    model = _unpack(tflite, "model")
+    model = unpack_model(tflite, "model")
     buffer = schema.BufferT(data=np.frombuffer(info.to_json().encode("utf-8"), dtype=np.uint8))
     entries = model.metadata or []
     existing = [entry for entry in entries if entry.name == METADATA_NAME.encode()]
@@ -237,7 +237,7 @@ def read_metadata(tflite: bytes, source: str = "model") -> ModelInfo:
     source : str
         Name for messages (usually the path).
     """
-    model = _unpack(tflite, source)
+    model = unpack_model(tflite, source)
     for entry in model.metadata or []:
         if entry.name == METADATA_NAME.encode():
             data = model.buffers[entry.buffer].data
@@ -249,7 +249,8 @@ def read_metadata(tflite: bytes, source: str = "model") -> ModelInfo:
     raise ModelError(f"{source} has no kws metadata: it was not written by `kws train`")
 
 
-def _builtin_code(code: schema.OperatorCodeT) -> int:
+def builtin_code(code: schema.OperatorCodeT) -> int:
+    """The builtin operator code of an operator-code entry."""
     # Codes above 127 live only in builtinCode; files from old converters fill only the
     # deprecated field. The larger of the two is the real one (as TFLite's own reader does).
     return max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -271,12 +272,12 @@ def tflite_ops(data: bytes, source: str = "model") -> list[str]:
         Builtin op names as LiteRT reports them (``FULLY_CONNECTED``,
         ``UNIDIRECTIONAL_SEQUENCE_LSTM``, ...); a custom op appears by its custom name.
     """
-    model = _unpack(data, source)
+    model = unpack_model(data, source)
     names = set()
     for graph in model.subgraphs or []:
         for op in graph.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
-            builtin = _builtin_code(code)
+            builtin = builtin_code(code)
             if builtin == schema.BuiltinOperator.CUSTOM:
                 names.add(code.customCode.decode())
             else:
@@ -290,7 +291,7 @@ def _lstm_cell_states(model: schema.ModelT) -> list[schema.TensorT]:
     for graph in model.subgraphs or []:
         for op in graph.operators or []:
             if (
-                _builtin_code(model.operatorCodes[op.opcodeIndex])
+                builtin_code(model.operatorCodes[op.opcodeIndex])
                 != schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
             ):
                 continue
@@ -310,7 +311,7 @@ def lstm_cell_scales(data: bytes, source: str = "model") -> list[float]:
     source : str
         Name for messages.
     """
-    return [float(tensor.quantization.scale[0]) for tensor in _lstm_cell_states(_unpack(data, source))]
+    return [float(tensor.quantization.scale[0]) for tensor in _lstm_cell_states(unpack_model(data, source))]
 
 
 def widen_lstm_cell_scales(tflite: bytes, min_scale: float = MIN_LSTM_CELL_SCALE) -> bytes:
@@ -328,7 +329,7 @@ def widen_lstm_cell_scales(tflite: bytes, min_scale: float = MIN_LSTM_CELL_SCALE
     min_scale : float
         The smallest scale kept (a power of two: the kernels need one).
     """
-    model = _unpack(tflite, "model")
+    model = unpack_model(tflite, "model")
     for tensor in _lstm_cell_states(model):
         tensor.quantization.scale = np.maximum(tensor.quantization.scale, np.float32(min_scale))
     return _pack(model)
@@ -349,7 +350,7 @@ def model_cost(data: bytes, source: str = "model") -> ModelCost:
     DEPTHWISE_CONV_2D (output positions x kernel), UNIDIRECTIONAL_SEQUENCE_LSTM (4 gates x
     units x (inputs + units), per time step); element-wise ops are left out.
     """
-    model = _unpack(data, source)
+    model = unpack_model(data, source)
     params = macs = 0
     for graph in model.subgraphs or []:
         tensors = graph.tensors
@@ -358,7 +359,7 @@ def model_cost(data: bytes, source: str = "model") -> ModelCost:
             if buffer is not None and buffer.data is not None and len(buffer.data):
                 params += math.prod(int(n) for n in tensor.shape) if tensor.shape is not None else 1
         for op in graph.operators or []:
-            code = _builtin_code(model.operatorCodes[op.opcodeIndex])
+            code = builtin_code(model.operatorCodes[op.opcodeIndex])
             # Python ints: products of int32 shape entries could overflow.
             shape = [[int(n) for n in tensors[i].shape] if i >= 0 else [] for i in op.inputs]
             out = [int(n) for n in tensors[op.outputs[0]].shape]

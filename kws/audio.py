@@ -190,3 +190,14 @@ def write_wav(
     with atomic_path(path, suffix=".wav") as tmp:
         samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
         sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
+
+
+def word_extent(
+    audio: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, floor_db: float = -25.0
+) -> tuple[float, float]:
+    """Start and end (seconds) of the speech in a clip: 10-ms frames within ``floor_db`` of its loudest."""
+    hop = sample_rate // 100
+    n = len(audio) // hop
+    energy = np.square(audio[: n * hop].astype(np.float64)).reshape(n, hop).mean(axis=1)
+    loud = np.flatnonzero(10 * np.log10(energy + 1e-12) >= 10 * np.log10(energy.max() + 1e-12) + floor_db)
+    return float(loud[0] * hop / sample_rate), float((loud[-1] + 1) * hop / sample_rate)

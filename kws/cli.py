@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,13 +24,6 @@ from kws.errors import KwsError
 
 if TYPE_CHECKING:
     from kws.stream import Detection, Detector
-
-DEFAULT_TARGET_FA = 30.0  # false alarms per hour the thresholds are tuned for
-
-# Commands whose issue has not landed yet: name -> what it will do.
-PLANNED = {
-    "export": "export the model and C front-end for a microcontroller",
-}
 
 
 def _keywords(text: str) -> tuple[str, ...]:
@@ -89,7 +82,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         units=args.units,
         seed=args.seed,
     )
-    report = run(config, args.out, resume=args.resume, benchmark=args.benchmark, progress=not args.quiet)
+    from kws.streameval import DEFAULT_TARGET_FA
+
+    report = run(
+        config,
+        args.out,
+        resume=args.resume,
+        benchmark=args.benchmark,
+        progress=not args.quiet,
+        tune_minutes=args.tune_minutes,
+        target_false_alarms_per_hour=DEFAULT_TARGET_FA if args.target_fa is None else args.target_fa,
+    )
     main_set = report["per_class_recall"]["set"]
     acc = report["accuracy"][main_set]
     print(f"trained {config.arch} in {report['training']['seconds'] / 60:.1f} min; models in {args.out}")
@@ -97,6 +100,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  {name:<18} {main_set} accuracy {value:.2%}")
     for name, a in report["tflm_vs_litert"].items():
         print(f"  TFLM vs LiteRT, {name}: top-1 agreement {a['top1_agreement']:.2%}")
+    for name, t in report["thresholds"].items():
+        print(
+            f"  {name} thresholds for {t['target_false_alarms_per_hour']:g} false alarms/h: hit rate "
+            f"{t['hit_rate']:.1%} at {t['false_alarms_per_hour']:.1f} false alarms/h ({t['minutes']:g}-min validation stream)"
+        )
     print(f"report: {Path(args.out) / 'report.md'}")
     return 1 if report["interrupted"] else 0
 
@@ -242,6 +250,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kws.bundled import STREAMING_VARIANT, bundled_model
+    from kws.export import export, format_summary
+
+    print(format_summary(export(args.model or bundled_model(variant=STREAMING_VARIANT), args.out)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kws.demo import run_demo
 
@@ -250,8 +266,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from kws.streameval import tune_model
+    from kws.streameval import DEFAULT_TARGET_FA, tune_model
 
+    args.target = DEFAULT_TARGET_FA if args.target is None else args.target
     for path in args.model:
         thresholds, result = tune_model(
             path,
@@ -267,14 +284,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         print("  " + ", ".join(f"{k} {t:.2f}" for k, t in thresholds.items()))
     return 0
-
-
-def _planned(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"kws {name}: not implemented yet", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def _device(text: str) -> int | str:
@@ -341,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")
+    train.add_argument(
+        "--tune-minutes",
+        type=float,
+        default=30.0,
+        help="validation stream the streaming thresholds are tuned on (0: keep the default threshold)",
+    )
+    train.add_argument(
+        "--target-fa", type=float, help="false alarms per hour the thresholds aim at (default: 30)"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.set_defaults(func=cmd_train)
 
@@ -396,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", type=Path, help="write a PNG: confusion matrices and the DET curve")
     bench.set_defaults(func=cmd_bench)
 
+    exp = sub.add_parser("export", help="write the model, C front-end and TFLM glue for a microcontroller")
+    exp.add_argument(
+        "--model",
+        type=Path,
+        help="int8 .tflite from kws train: a step model streams stateful, a clip model windowed "
+        "(default: the bundled LSTM step model)",
+    )
+    exp.add_argument("--out", type=Path, required=True, help="folder to write into")
+    exp.set_defaults(func=cmd_export)
+
     demo = sub.add_parser("demo", help="run the bundled model on the bundled sample clips (start here)")
     demo.set_defaults(func=cmd_demo)
 
@@ -407,15 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="Speech Commands folder the streams are built from"
     )
     tune.add_argument("--split", choices=["train", "validation", "test"], default="validation")
-    tune.add_argument(
-        "--target", type=float, default=DEFAULT_TARGET_FA, help="false alarms per hour, all keywords"
-    )
+    tune.add_argument("--target", type=float, help="false alarms per hour, all keywords (default: 30)")
     tune.add_argument("--minutes", type=float, default=30.0, help="length of the tuning stream")
     tune.add_argument("--seed", type=int, default=0)
     tune.set_defaults(func=cmd_tune)
 
-    for name, help_text in PLANNED.items():
-        sub.add_parser(name, help=f"{help_text} (not implemented yet)").set_defaults(func=_planned(name))
     return parser
 
 

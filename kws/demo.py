@@ -10,8 +10,7 @@ import numpy as np
 
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
-from kws.features import clip_features
-from kws.runtime import load_runner
+from kws.runtime import classify, load_runner
 from kws.stream import Detection, Detector, detect
 
 
@@ -45,10 +44,9 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
     say(f"kws demo: the bundled int8 LSTM ({runner.path.name}) on {len(clips)} sample clips\n")
     results = []
     for path in clips:
-        probabilities = runner.run_clip(clip_features(load_audio(path, frontend.sample_rate), frontend))
-        best = int(np.argmax(probabilities))
-        results.append((path.stem, runner.info.labels[best], float(probabilities[best])))
-        say(f"  {path.name:<10} -> {runner.info.labels[best]:<10} {probabilities[best]:.2f}")
+        label, probability, _ = classify(runner, load_audio(path, frontend.sample_rate))
+        results.append((path.stem, label, probability))
+        say(f"  {path.name:<10} -> {label:<10} {probability:.2f}")
     detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
     audio = sample_stream(clips, frontend.sample_rate)
     say(f"\nThe same clips as one {len(audio) / frontend.sample_rate:.0f}-s stream ({detector.mode} mode):")

@@ -109,6 +109,20 @@ def _markdown(report: dict[str, Any]) -> str:
         "| --- | ---: |",
     ]
     lines += [f"| {k} | {'n/a' if v is None else f'{v:.1%}'} |" for k, v in main["recall"].items()]
+    if report["thresholds"]:
+        lines += [
+            "",
+            "Streaming thresholds (tuned on a validation stream, stored in the model files):",
+            "",
+            "| file | stream | target FA/h | hit rate | FA/h | thresholds |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
+        for name, t in report["thresholds"].items():
+            th = ", ".join(f"{k} {v:.2f}" for k, v in t["thresholds"].items())
+            lines.append(
+                f"| `{name}` | {t['minutes']:g} min {t['split']} | {t['target_false_alarms_per_hour']:g} | "
+                f"{t['hit_rate']:.1%} | {t['false_alarms_per_hour']:.1f} | {th} |"
+            )
     lines += ["", f"![confusion matrix]({report['confusion_png']})", ""]
     return "\n".join(lines)
 
@@ -125,8 +139,12 @@ def write_report(
     interrupted: bool,
     progress: bool,
     runtimes: Sequence[str],
+    thresholds: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Evaluate every model file and write report.json, report.md and confusion.png."""
+    """Evaluate every model file and write report.json, report.md and confusion.png.
+
+    ``thresholds`` maps a model file's name to its threshold tuning (thresholds and scores).
+    """
     sets = {"validation": LabelledFeatures(data.val_x, data.val_y, tuple(data.labels), "validation")}
     if benchmark is not None:
         sets["benchmark"] = load_features(benchmark, "test", data.labels, data.frontend, progress=progress)
@@ -158,6 +176,7 @@ def write_report(
         "per_class_recall": {"set": main_set, "model": main_name, "recall": main.recall},
         "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in results.items()},
         "confusion_png": png.name,
+        "thresholds": thresholds,
     }
     if "tflm" in runtimes and "litert" in runtimes:
         for s, res in results.items():

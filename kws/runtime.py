@@ -456,3 +456,27 @@ def tflm_arena_bytes(data: bytes, step: int = 16) -> int:
         else:
             low = mid
     return high
+
+
+def classify(runner: Runner, audio: np.ndarray) -> tuple[str, float, np.ndarray]:
+    """Top label of one clip of audio (fitted to the model's clip length, state reset first).
+
+    Parameters
+    ----------
+    runner : Runner
+        Any model written by ``kws train`` (clip or step).
+    audio : np.ndarray
+        Float mono samples at the model's sample rate (``kws.load_audio`` gives them).
+
+    Returns
+    -------
+    label : str
+    probability : float
+        Of that label.
+    probabilities : np.ndarray, shape (n_labels,)
+    """
+    from kws.features import clip_features
+
+    probabilities = runner.run_clip(clip_features(audio, runner.info.frontend))
+    best = int(np.argmax(probabilities))
+    return runner.info.labels[best], float(probabilities[best]), probabilities

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws.audio import word_extent
 from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
 from kws.evaluate import keywords_of
 from kws.stream import Detection, Detector, PosteriorSmoother
@@ -34,15 +35,6 @@ class Word:
     label: str
     start: float
     end: float
-
-
-def word_extent(audio: np.ndarray, sample_rate: int, floor_db: float = -25.0) -> tuple[float, float]:
-    """Start and end (seconds) of the speech in a clip: 10-ms frames within ``floor_db`` of its loudest."""
-    hop = sample_rate // 100
-    n = len(audio) // hop
-    energy = np.square(audio[: n * hop].astype(np.float64)).reshape(n, hop).mean(axis=1)
-    loud = np.flatnonzero(10 * np.log10(energy + 1e-12) >= 10 * np.log10(energy.max() + 1e-12) + floor_db)
-    return float(loud[0] * hop / sample_rate), float((loud[-1] + 1) * hop / sample_rate)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -236,6 +228,8 @@ def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detect
     return [e for i in candidates if (e := smoother.push(trace.smoothed[i], float(trace.times[i])))]
 
 
+# False alarms per hour (all keywords) the thresholds of a trained model are tuned for.
+DEFAULT_TARGET_FA = 30.0
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.30, 0.995, 0.01))
 
 

@@ -36,6 +36,7 @@ from kws.errors import KwsError
 from kws.features import FrontendConfig, clip_features, fit_normalisation
 from kws.fileio import atomic_path, write_text_atomic
 from kws.model import build, keras, save_h5
+from kws.streameval import DEFAULT_TARGET_FA
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -331,6 +332,8 @@ def run(
     benchmark: str | Path | None = None,
     progress: bool = True,
     runtimes: Sequence[str] = ("litert", "tflm"),
+    tune_minutes: float = 30.0,
+    target_false_alarms_per_hour: float = DEFAULT_TARGET_FA,
 ) -> dict[str, Any]:
     """Train, export every model file, and write report.json / report.md into ``run_dir``.
 
@@ -347,9 +350,16 @@ def run(
         Progress bars and per-epoch lines on stderr.
     runtimes : sequence of str
         Runtimes to evaluate the int8 models in for the report.
+    tune_minutes : float
+        Length of the validation stream the int8 files' streaming thresholds are tuned
+        on (0: no tuning; the detector then uses its default threshold).
+    target_false_alarms_per_hour : float
+        What the thresholds are tuned for, all keywords together.
     """
     from kws.convert import export_models
     from kws.report import write_report
+    from kws.runtime import load_runner
+    from kws.streameval import tune_model
 
     run_dir = Path(run_dir)
     if resume:
@@ -363,6 +373,18 @@ def run(
     paths = export_models(
         model, info, calibration_set(data, config), run_dir, units=config.units, layers=config.layers
     )
+    thresholds = {}
+    for key in ("int8", "int8_step"):
+        if key in paths and tune_minutes > 0:
+            chosen, _ = tune_model(
+                paths[key],
+                config.data,
+                target_false_alarms_per_hour=target_false_alarms_per_hour,
+                minutes=tune_minutes,
+            )
+            thresholds[paths[key].name] = load_runner(paths[key]).info.extra["threshold_tuning"] | {
+                "thresholds": chosen
+            }
     return write_report(
         run_dir,
         config,
@@ -374,4 +396,5 @@ def run(
         interrupted=interrupted,
         progress=progress,
         runtimes=runtimes,
+        thresholds=thresholds,
     )

@@ -69,5 +69,5 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, small_speech_commands: Pa
     config = TrainConfig(
         data=str(small_speech_commands), epochs=20, units=32, patience=20, calibration_clips=100
     )
-    run(config, out, benchmark=test12, progress=False)
+    run(config, out, benchmark=test12, progress=False, tune_minutes=2)
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kws.bundled import bundled_model
 from kws.cli import main
 
 
@@ -72,9 +73,13 @@ def test_features_command_saves_the_array(fsdd: Path, tmp_path: Path) -> None:
     assert feats.shape[1] == 10 and f"{feats.shape[0]} frames x 10 MFCCs" in result.stdout
 
 
-def test_planned_commands_say_so() -> None:
-    result = run_kws("export")
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
+def test_export_writes_the_bundled_model_or_refuses_a_float_one(tmp_path: Path) -> None:
+    result = run_kws("export", "--out", str(tmp_path / "fw"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "fw" / "model_data.h").is_file() and (tmp_path / "fw" / "kws_frontend.c").is_file()
+    result = run_kws("export", "--model", str(bundled_model("lstm", "float")), "--out", str(tmp_path / "f"))
+    assert result.returncode == 1 and "float model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_runtime_commands_never_import_tensorflow(speech_commands: Path, fsdd: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kws.audio import load_audio, write_wav
+from kws.bundled import bundled_model
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detection, Detector, PosteriorSmoother, detect
@@ -160,9 +161,9 @@ def test_replay_of_a_recorded_stream_gives_the_live_detectors_events(tiny_run: P
     assert events >= 5
 
 
-def test_tuned_thresholds_meet_the_false_alarm_target_on_their_stream(tiny_run: Path, test12: Path) -> None:
-    runner = load_runner(tiny_run / "int8.tflite")
-    audio, words = build_stream(test12, runner.info.labels, minutes=2, seed=2)
+def test_tuned_thresholds_meet_the_false_alarm_target_on_their_stream(test12: Path) -> None:
+    runner = load_runner(bundled_model())
+    audio, words = build_stream(test12, runner.info.labels, minutes=3, seed=2)
     trace = record(Detector(runner, hop_frames=5), audio)
     loose = score(replay(trace, 0.3), words, trace.seconds)
     target = loose.false_alarms_per_hour / 4

@@ -49,6 +49,19 @@ def test_int8_models_are_small_fully_int8_and_fused(tiny_run: Path) -> None:
         load_runner(tiny_run / name, "tflm")  # TFLM accepts every op
 
 
+def test_streaming_thresholds_are_tuned_into_both_int8_files(tiny_run: Path, report: dict) -> None:
+    assert set(report["thresholds"]) == {"int8.tflite", "int8_step.tflite"}
+    for name, tuning in report["thresholds"].items():
+        extra = load_runner(tiny_run / name).info.extra
+        assert extra["thresholds"] == tuning["thresholds"] and set(tuning["thresholds"]) == set(
+            report["labels"][2:]
+        )
+        assert (
+            extra["threshold_tuning"]["split"] == "validation" and extra["threshold_tuning"]["minutes"] == 2
+        )
+    assert "Streaming thresholds" in (tiny_run / "report.md").read_text()
+
+
 def test_metadata_round_trip(tiny_run: Path, report: dict) -> None:
     for name in ("float.tflite", "int8.tflite", "int8_step.tflite"):
         info = read_metadata((tiny_run / name).read_bytes())
@@ -140,6 +153,8 @@ def train_command(data: Path, out: Path, epochs: int) -> list[str]:
         str(epochs),
         "--units",
         "16",
+        "--tune-minutes",
+        "0.5",
     ]
 
 

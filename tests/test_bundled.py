@@ -1,0 +1,54 @@
+"""The bundled models and the demo: what a new user runs first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kws.bundled import MODELS, MODELS_DIR, bundled_model, sample_clips
+from kws.evaluate import agreement, evaluate, load_features
+from kws.runtime import load_runner
+
+CARD = json.loads((MODELS_DIR / "card.json").read_text())
+
+
+@pytest.mark.parametrize(("name", "variant"), [(n, v) for n in MODELS for v in MODELS[n] if v != "float"])
+def test_bundled_model_meets_its_model_card_on_the_benchmark(name: str, variant: str, test12: Path) -> None:
+    key = "int8" if variant == "int8" else "int8 step"
+    litert = load_runner(bundled_model(name, variant))
+    data = load_features(test12, "test", litert.info.labels, litert.info.frontend)
+    result = evaluate(litert, data)
+    tflm = evaluate(load_runner(bundled_model(name, variant), "tflm"), data)
+    card = CARD[name]["accuracy"]["benchmark"]
+    assert result.accuracy >= card[f"{key} litert"] - 0.01
+    assert tflm.accuracy >= card[f"{key} tflm"] - 0.01
+    top1, _ = agreement(result, tflm)
+    assert top1 >= 0.995
+    # Thresholds tuned on validation streams travel with the file.
+    assert set(litert.info.extra["thresholds"]) == set(litert.info.labels[2:])
+
+
+def test_model_card_states_the_data_licence_and_the_measured_accuracy() -> None:
+    card = (MODELS_DIR / "MODEL_CARD.md").read_text()
+    assert "CC BY 4.0" in card and "arXiv:1804.03209" in card
+    for name in MODELS:
+        assert f"{CARD[name]['accuracy']['benchmark']['int8 litert']:.2%}" in card
+
+
+def test_demo_prints_the_words_of_the_sample_clips() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kws", "demo"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    labels = load_runner(bundled_model()).info.labels
+    keywords = [p.stem for p in sample_clips() if p.stem in labels]
+    detected = next(line for line in result.stdout.splitlines() if line.startswith("detected:"))
+    assert detected.split()[1:] == keywords
+    for path in sample_clips():
+        expected = path.stem if path.stem in labels else "_unknown_"
+        assert any(line.split()[:3] == [path.name, "->", expected] for line in result.stdout.splitlines())
+    assert "kws listen" in result.stdout
