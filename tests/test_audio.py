@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import soundfile as sf
 
 from kws.audio import AudioConversionWarning, load_audio, probe, write_wav
 from kws.errors import AudioError
+from kws.fileio import write_text_atomic
 
 
 @pytest.fixture()
@@ -95,3 +97,13 @@ def test_write_wav_round_trips_and_leaves_no_temporary(clip: Path, tmp_path: Pat
     np.testing.assert_allclose(back[:-2], audio, atol=1 / 32768)
     assert back[-2] == pytest.approx(32767 / 32768) and back[-1] == -1.0  # clipped, not wrapped
     assert [p.name for p in out.parent.iterdir()] == ["copy.wav"]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -52,3 +52,20 @@ def test_demo_prints_the_words_of_the_sample_clips() -> None:
         expected = path.stem if path.stem in labels else "_unknown_"
         assert any(line.split()[:3] == [path.name, "->", expected] for line in result.stdout.splitlines())
     assert "kws listen" in result.stdout
+
+
+def test_python_api_from_the_readme() -> None:
+    code = (
+        "import sys, kws\n"
+        "assert 'kws.runtime' not in sys.modules  # names load on first use\n"
+        "model = kws.load_runner(kws.bundled_model())\n"
+        f"label, p, _ = kws.classify(model, kws.load_audio({str(sample_clips()[-1])!r}))\n"
+        "detector = kws.Detector(kws.load_runner(kws.bundled_model(variant='int8_step')))\n"
+        "audio = kws.load_audio(" + repr(str(sample_clips()[-1])) + ")\n"
+        "events = kws.detect(detector, audio)\n"
+        "print(label, [e.label for e in events])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    word = sample_clips()[-1].stem  # yes.wav
+    assert result.stdout.split() == [word, f"['{word}']"]

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -158,3 +159,19 @@ def test_missing_portaudio_names_the_package_to_install(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "PortAudio library not found" in result.stderr and "libportaudio2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_ends_with_a_summary(microphone: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kws", "listen", "--device", microphone],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("listening")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "listened" in err and "0 detections: none" in err and "Traceback" not in err
