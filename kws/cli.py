@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,29 +168,30 @@ def _detector(args: argparse.Namespace) -> Detector:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from kws.microphone import level_dbfs, list_devices, listen
+    from kws.microphone import Session, level_dbfs, list_devices, listen
 
     if args.list_devices:
         print(list_devices())
         return 0
     detector = _detector(args)
     live = sys.stderr.isatty() and not args.json
-    clear = "\r\033[K" if live else ""  # erase the live line before printing over it
-    print(
-        f"listening ({detector.mode} mode, {args.model}); keywords: {', '.join(detector.smoother.labels[2:])}; "
-        "Ctrl-C to stop",
-        file=sys.stderr,
-    )
+    clear = "\r\033[K" if live else ""  # erases the live line (on stderr) before other output
 
-    def on_event(event: Detection) -> None:
-        if args.json:
-            print(json.dumps(event.to_dict()), flush=True)
-            return
-        clock = time.strftime("%H:%M:%S")
+    def on_start(session: Session) -> None:
         print(
-            f"{clear}{clock}  {event.time:8.2f} s  {event.label:<10} {event.score:.2f}",
+            f"listening at {session.capture_rate} Hz ({detector.mode} mode, {args.model}); keywords: "
+            f"{', '.join(detector.smoother.labels[2:])}; Ctrl-C to stop",
+            file=sys.stderr,
             flush=True,
         )
+
+    def on_event(event: Detection) -> None:
+        print(clear, end="", file=sys.stderr, flush=True)
+        if args.json:
+            print(json.dumps(event.to_dict()), flush=True)
+        else:
+            clock = time.strftime("%H:%M:%S")
+            print(f"{clock}  {event.time:8.2f} s  {event.label:<10} {event.score:.2f}", flush=True)
 
     def on_block(audio: np.ndarray, det: Detector) -> None:
         level = level_dbfs(audio)
@@ -200,7 +201,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             best = int(np.argmax(det.probabilities))
             top = f"top: {det.smoother.labels[best]} {det.probabilities[best]:.2f}"
         print(
-            f"\r\033[K{det.time:8.1f} s  {level:6.1f} dBFS |{bar:<20}| {top}",
+            f"{clear}{det.time:8.1f} s  {level:6.1f} dBFS |{bar:<20}| {top}",
             end="",
             file=sys.stderr,
             flush=True,
@@ -211,6 +212,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         device=args.device,
         rate=args.capture_rate,
         duration=args.duration,
+        on_start=on_start,
         on_event=on_event,
         on_block=on_block if live else None,
     )
@@ -261,7 +263,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kws.demo import run_demo
 
-    run_demo()
+    if not run_demo().as_said:
+        print("kws demo: the detections differ from the keywords in the clips", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -270,7 +274,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     args.target = DEFAULT_TARGET_FA if args.target is None else args.target
     for path in args.model:
-        thresholds, result = tune_model(
+        tuning = tune_model(
             path,
             args.data,
             target_false_alarms_per_hour=args.target,
@@ -280,10 +284,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         print(
             f"{path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
-            f"stream: hit rate {result.hit_rate:.1%}, {result.false_alarms_per_hour:.1f} false alarms/h"
+            f"stream: hit rate {tuning['hit_rate']:.1%}, {tuning['false_alarms_per_hour']:.1f} false alarms/h"
         )
-        print("  " + ", ".join(f"{k} {t:.2f}" for k, t in thresholds.items()))
+        print("  " + ", ".join(f"{k} {t:.2f}" for k, t in tuning["thresholds"].items()))
     return 0
+
+
+def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a number above zero (or zero too)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(
+                f"must be above zero{' or zero' if allow_zero else ''}, not {text}"
+            )
+        return value
+
+    return parse
 
 
 def _device(text: str) -> int | str:
@@ -352,12 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")
     train.add_argument(
         "--tune-minutes",
-        type=float,
+        type=_positive(float, allow_zero=True),
         default=30.0,
         help="validation stream the streaming thresholds are tuned on (0: keep the default threshold)",
     )
     train.add_argument(
-        "--target-fa", type=float, help="false alarms per hour the thresholds aim at (default: 30)"
+        "--target-fa", type=_positive(float), help="false alarms per hour the thresholds aim at (default: 30)"
     )
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.set_defaults(func=cmd_train)
@@ -386,10 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     listen.add_argument(
         "--capture-rate",
-        type=int,
+        type=_positive(int),
         help="capture at this rate and resample (default: 16 kHz if the device can)",
     )
-    listen.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    listen.add_argument(
+        "--duration", type=_positive(float), help="stop after this many seconds (default: Ctrl-C)"
+    )
     listen.add_argument("--json", action="store_true", help="detections as JSON lines, no live display")
     listen.set_defaults(func=cmd_listen)
 
@@ -406,8 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--data", type=Path, help="Speech Commands folder or 12-class test set (its test clips)"
     )
-    bench.add_argument("--minutes", type=float, default=20.0, help="length of the long test stream")
-    bench.add_argument("--repeats", type=int, default=200, help="invokes timed per latency figure")
+    bench.add_argument(
+        "--minutes", type=_positive(float), default=20.0, help="length of the long test stream"
+    )
+    bench.add_argument("--repeats", type=_positive(int), default=200, help="invokes timed per latency figure")
     out = bench.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object with every figure")
     out.add_argument("--markdown", action="store_true", help="the table in Markdown")
@@ -435,8 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="Speech Commands folder the streams are built from"
     )
     tune.add_argument("--split", choices=["train", "validation", "test"], default="validation")
-    tune.add_argument("--target", type=float, help="false alarms per hour, all keywords (default: 30)")
-    tune.add_argument("--minutes", type=float, default=30.0, help="length of the tuning stream")
+    tune.add_argument(
+        "--target", type=_positive(float), help="false alarms per hour, all keywords (default: 30)"
+    )
+    tune.add_argument("--minutes", type=_positive(float), default=30.0, help="length of the tuning stream")
     tune.add_argument("--seed", type=int, default=0)
     tune.set_defaults(func=cmd_tune)
 

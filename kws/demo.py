@@ -16,11 +16,15 @@ from kws.stream import Detection, Detector, detect
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo saw: each clip's top label, and the stream's detections."""
+    """What the demo saw: the keywords said in the stream, in order, and its detections."""
 
-    clips: list[tuple[str, str, float]]  # (word said, label predicted, probability)
-    said: list[str]  # the words in the stream, in order
+    said: list[str]
     events: list[Detection]
+
+    @property
+    def as_said(self) -> bool:
+        """Whether the detections are exactly the keywords said."""
+        return [e.label for e in self.events] == self.said
 
 
 def sample_stream(clips: list[Path], sample_rate: int, gap: float = 1.0) -> np.ndarray:
@@ -42,10 +46,8 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
     frontend = runner.info.frontend
     clips = sample_clips()
     say(f"kws demo: the bundled int8 LSTM ({runner.path.name}) on {len(clips)} sample clips\n")
-    results = []
     for path in clips:
         label, probability, _ = classify(runner, load_audio(path, frontend.sample_rate))
-        results.append((path.stem, label, probability))
         say(f"  {path.name:<10} -> {label:<10} {probability:.2f}")
     detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
     audio = sample_stream(clips, frontend.sample_rate)
@@ -64,4 +66,4 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
         "`kws bench` measures the bundled models; `kws train --data DIR --out RUN` trains your own\n"
         "(pip install 'kws[train]'; `kws data download` fetches Speech Commands)."
     )
-    return DemoResult(results, said, events)
+    return DemoResult(said, events)

@@ -97,6 +97,7 @@ def listen(
     rate: int | None = None,
     block: float = 0.05,
     duration: float | None = None,
+    on_start: Callable[[Session], None] | None = None,
     on_event: Callable[[Detection], None] | None = None,
     on_block: Callable[[np.ndarray, Detector], None] | None = None,
 ) -> Session:
@@ -115,6 +116,8 @@ def listen(
         Seconds read per block.
     duration : float or None
         Stop after this many seconds of audio; None: until Ctrl-C.
+    on_start : callable, optional
+        Called once the input stream runs (audio is being captured from then on).
     on_event : callable, optional
         Called with each detection as it fires.
     on_block : callable, optional
@@ -140,6 +143,8 @@ def listen(
     started = time.monotonic()
     try:
         with stream:
+            if on_start is not None:
+                on_start(session)
             while duration is None or session.seconds < duration:
                 data, overflowed = stream.read(frames)
                 session.overflows += bool(overflowed)

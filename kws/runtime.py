@@ -405,11 +405,12 @@ i.invoke()
 """
 
 
-def _tflm_runs(data: bytes, arena: int) -> bool:
+def _tflm_runs(data: bytes, arena: int) -> tuple[bool, str]:
+    """Whether TFLM runs the model in ``arena`` bytes, and the child's stderr."""
     probe = subprocess.run(
         [sys.executable, "-c", _TFLM_PROBE, str(arena)], input=data, capture_output=True, check=False
     )
-    return probe.returncode == 0
+    return probe.returncode == 0, probe.stderr.decode(errors="replace")
 
 
 def _recorded_arena_bytes(data: bytes) -> int:
@@ -443,15 +444,18 @@ def tflm_arena_bytes(data: bytes, step: int = 16) -> int:
     allocations (measured: 32 bytes short for the step LSTM). This is the host figure
     (64-bit pointers, reference kernels): firmware needs a margin on top (``kws export``).
     """
-    low = _recorded_arena_bytes(data) - step  # known too small (or at least not known to work)
-    high = low + 1024
-    while not _tflm_runs(data, high):
+    recorded = _recorded_arena_bytes(data)
+    low, high = recorded - step, recorded + 1024  # low: not known to work
+    while not (result := _tflm_runs(data, high))[0]:
+        if high > 16 * recorded + 65536:  # no arena this large is short: something else fails
+            last = (result[1].strip().splitlines() or ["no message"])[-1]
+            raise ModelError(f"TFLM does not run the model with a {high:,}-byte arena: {last}")
         low, high = high, high * 2
     while high - low > step:
         mid = (low + high) // 2 // step * step
         if mid <= low:
             break
-        if _tflm_runs(data, mid):
+        if _tflm_runs(data, mid)[0]:
             high = mid
         else:
             low = mid

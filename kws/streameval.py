@@ -19,11 +19,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kws.audio import word_extent
 from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
+from kws.errors import DataError
 from kws.evaluate import keywords_of
 from kws.stream import Detection, Detector, PosteriorSmoother
 
@@ -87,6 +89,11 @@ def build_stream(
     keyword_pool = [e for e in chosen if e.label not in (SILENCE, UNKNOWN)]
     unknown_pool = [e for e in chosen if e.label == UNKNOWN]
     background_pool = [e for e in chosen if e.label == SILENCE]
+    if not keyword_pool or not background_pool:
+        missing = "keyword clips" if not keyword_pool else "background noise or silence clips"
+        raise DataError(f"{data_dir}: no {missing} in split {split!r} to build a stream from")
+    if minutes * 60 < 1:
+        raise DataError(f"a stream needs at least a second of audio, not {minutes:g} minutes")
     total = int(minutes * 60 * sample_rate)
     speech = np.zeros(total, dtype=np.float32)
     words: list[Word] = []
@@ -275,7 +282,7 @@ def tune_model(
     minutes: float = 30.0,
     snr_db: float = 20.0,
     seed: int = 0,
-) -> tuple[dict[str, float], StreamScore]:
+) -> dict[str, Any]:
     """Tune a model file's per-keyword thresholds on a stream and store them in its metadata.
 
     The stream is built from ``data_dir``'s ``split`` clips (validation speakers by
@@ -286,10 +293,10 @@ def tune_model(
 
     Returns
     -------
-    thresholds : dict
-        Keyword -> threshold.
-    score : StreamScore
-        The detector with those thresholds on the tuning stream.
+    dict
+        What is stored under ``threshold_tuning`` (the stream's settings, the target, and
+        the hit rate and false alarms per hour reached on it) with ``thresholds``
+        (keyword -> threshold).
     """
     from kws.artifact import ModelError, embed_metadata
     from kws.fileio import write_bytes_atomic
@@ -319,4 +326,4 @@ def tune_model(
         runner.info, extra={**runner.info.extra, "thresholds": thresholds, "threshold_tuning": tuning}
     )
     write_bytes_atomic(path, embed_metadata(path.read_bytes(), info))
-    return thresholds, result
+    return {**tuning, "thresholds": thresholds}

@@ -358,7 +358,6 @@ def run(
     """
     from kws.convert import export_models
     from kws.report import write_report
-    from kws.runtime import load_runner
     from kws.streameval import tune_model
 
     run_dir = Path(run_dir)
@@ -374,17 +373,22 @@ def run(
         model, info, calibration_set(data, config), run_dir, units=config.units, layers=config.layers
     )
     thresholds = {}
-    for key in ("int8", "int8_step"):
-        if key in paths and tune_minutes > 0:
-            chosen, _ = tune_model(
-                paths[key],
-                config.data,
-                target_false_alarms_per_hour=target_false_alarms_per_hour,
-                minutes=tune_minutes,
-            )
-            thresholds[paths[key].name] = load_runner(paths[key]).info.extra["threshold_tuning"] | {
-                "thresholds": chosen
-            }
+    if interrupted and tune_minutes > 0:
+        print("interrupted: thresholds not tuned (run kws tune on the int8 files)", file=sys.stderr)
+    elif tune_minutes > 0:
+        for key in ("int8", "int8_step"):
+            if key in paths:
+                if progress:
+                    print(
+                        f"tuning the thresholds of {paths[key].name} on {tune_minutes:g} min of validation stream",
+                        file=sys.stderr,
+                    )
+                thresholds[paths[key].name] = tune_model(
+                    paths[key],
+                    config.data,
+                    target_false_alarms_per_hour=target_false_alarms_per_hour,
+                    minutes=tune_minutes,
+                )
     return write_report(
         run_dir,
         config,

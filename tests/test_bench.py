@@ -108,9 +108,10 @@ def test_sizes_and_compute_match_the_files(bench_json: dict[str, Any]) -> None:
         + (units + 1) * n_labels
     )
     assert keras_params <= lstm["params"] <= keras_params + 16  # plus the slice op's few constant operands
-    # The step model does one frame's work per 20-ms hop: 50 invokes a second.
+    # Two staggered step models each do one frame's work per 20-ms hop: 50 frames a second.
+    assert lstm["streaming"]["invokes_per_posterior"] == 2
     assert lstm["streaming"]["macs_per_second"] == pytest.approx(
-        50 * (per_frame + units * n_labels), rel=0.01
+        2 * 50 * (per_frame + units * n_labels), rel=0.01
     )
 
 

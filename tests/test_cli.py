@@ -95,3 +95,17 @@ def test_runtime_commands_never_import_tensorflow(speech_commands: Path, fsdd: P
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_export_never_replaces_a_readme_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# my firmware project\n")
+    result = run_kws("export", "--out", str(tmp_path))
+    assert result.returncode == 1 and "README.md exists and was not written by kws export" in result.stderr
+    assert (tmp_path / "README.md").read_text() == "# my firmware project\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["README.md"]
+    result = run_kws("export", "--out", str(tmp_path / "README.md" / "fw"))
+    assert (
+        result.returncode == 1
+        and "cannot write the export" in result.stderr
+        and "Traceback" not in result.stderr
+    )

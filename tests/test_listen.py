@@ -39,6 +39,7 @@ def microphone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # A daemon of our own, whatever else runs on the machine; clients find it by this path.
         mp.setenv("PULSE_RUNTIME_PATH", str(runtime))
         mp.setenv("PULSE_STATE_PATH", str(runtime))
+        mp.setenv("PULSE_SERVER", f"unix:{runtime}/native")  # never the user's own daemon
         daemon = subprocess.Popen(
             [
                 "pulseaudio",
@@ -102,15 +103,15 @@ def test_kws_listen_reports_the_keywords_played_into_the_microphone(
         [*command, "--duration", str(duration)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
-    assert proc.stderr.readline().startswith("listening")  # the stream is open: start playing
+    assert proc.stderr.readline().startswith("listening")  # printed once the input stream runs
     play(clips)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["label"] for e in events] == expected(clips), "\n".join(map(str, events))
     assert f"{len(events)} detections" in err and "input overflows: 0" in err
-    # Events arrive in order, one per played keyword, each after its clip started.
-    assert all(0 < a["time"] < b["time"] for a, b in itertools.pairwise(events))
+    # One event per played keyword, at least a clip-and-gap apart.
+    assert all(b["time"] - a["time"] > 1 + GAP / 2 for a, b in itertools.pairwise(events))
 
 
 def test_capture_at_another_rate_is_resampled(microphone: str, clips: list[Path]) -> None:
@@ -118,14 +119,17 @@ def test_capture_at_another_rate_is_resampled(microphone: str, clips: list[Path]
     started = threading.Event()
     player = threading.Thread(target=lambda: (started.wait(10), play(clips)))
     player.start()
-    session = listen(
-        detector,
-        device=microphone,
-        rate=44100,
-        duration=len(clips) * (1 + GAP) + 2 * GAP + 2,
-        on_block=lambda audio, det: started.set(),
-    )
-    player.join()
+    try:
+        session = listen(
+            detector,
+            device=microphone,
+            rate=44100,
+            duration=len(clips) * (1 + GAP) + 2 * GAP + 2,
+            on_start=lambda session: started.set(),
+        )
+    finally:
+        started.set()
+        player.join()
     assert session.capture_rate == 44100
     assert [e.label for e in session.events] == expected(clips)
     # 44.1 kHz in, the model's 16 kHz through the front-end: frame count matches the time listened.

@@ -16,7 +16,16 @@ from kws.bundled import bundled_model
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detection, Detector, PosteriorSmoother, detect
-from kws.streameval import Word, build_stream, record, replay, score, tune_model, tune_thresholds
+from kws.streameval import (
+    THRESHOLD_GRID,
+    Word,
+    build_stream,
+    record,
+    replay,
+    score,
+    tune_model,
+    tune_thresholds,
+)
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 
@@ -170,8 +179,13 @@ def test_tuned_thresholds_meet_the_false_alarm_target_on_their_stream(test12: Pa
     thresholds = tune_thresholds(trace, words, target)
     tuned = score(replay(trace, thresholds), words, trace.seconds)
     assert set(thresholds) == set(runner.info.labels[2:])
-    # Each keyword keeps within its share (or sits at the top of the grid); the sum then does too.
-    assert tuned.false_alarms_per_hour <= target or max(thresholds.values()) == 0.99
+    # Each keyword keeps its own false alarms within its share, or sits at the top of the grid.
+    share = target / len(thresholds)
+    for keyword, threshold in thresholds.items():
+        alone = {k: (threshold if k == keyword else np.inf) for k in thresholds}
+        own = score(replay(trace, alone), words, trace.seconds).false_alarms_per_hour
+        assert own <= share or threshold == THRESHOLD_GRID[-1], keyword
+    assert sum(t < THRESHOLD_GRID[-1] for t in thresholds.values()) >= 5  # the bound is really exercised
     assert tuned.hits > 0 and tuned.false_alarms < loose.false_alarms
 
 
@@ -180,13 +194,13 @@ def test_tune_command_stores_thresholds_the_detector_uses(
 ) -> None:
     model = tmp_path / "int8_step.tflite"
     model.write_bytes((tiny_run / "int8_step.tflite").read_bytes())
-    thresholds, result = tune_model(model, small_speech_commands, target_false_alarms_per_hour=50, minutes=1)
+    tuning = tune_model(model, small_speech_commands, target_false_alarms_per_hour=50, minutes=1)
+    thresholds = tuning["thresholds"]
     info = load_runner(model).info
     assert info.extra["thresholds"] == thresholds
-    assert info.extra["threshold_tuning"]["split"] == "validation"
-    assert info.extra["threshold_tuning"]["false_alarms_per_hour"] == pytest.approx(
-        result.false_alarms_per_hour, abs=0.01
-    )
+    assert info.extra["threshold_tuning"] | {"thresholds": thresholds} == tuning
+    assert tuning["split"] == "validation"
+    assert tuning["false_alarms_per_hour"] <= 50 or max(thresholds.values()) == THRESHOLD_GRID[-1]
     assert Detector(load_runner(model)).smoother.keyword_thresholds == thresholds
     assert Detector(load_runner(model), thresholds=0.42).smoother.keyword_thresholds == dict.fromkeys(
         thresholds, 0.42
