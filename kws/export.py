@@ -127,16 +127,6 @@ class ExportSummary:
         return self.model_copies * self.arena_bytes + self.frontend_state_bytes + self.posterior_state_bytes
 
 
-@dataclass(frozen=True)
-class _Tensors:
-    """What the glue needs from the model's flatbuffer."""
-
-    input_size: int
-    input_quantization: tuple[float, int]
-    output_quantization: tuple[float, int]
-    cmsis_nn_extra_bytes: int
-
-
 def tflm_method(op: str) -> str:
     """The ``MicroMutableOpResolver`` method that registers a builtin op.
 
@@ -154,12 +144,6 @@ def tflm_method(op: str) -> str:
         return _TFLM_METHODS[op]
     words = [w if w in _TFLM_UPPER else w.capitalize() for w in op.split("_")]
     return "Add" + "".join(words).replace("2d", "2D").replace("3d", "3D")
-
-
-def _quantization(tensor: schema.TensorT, what: str, source: str) -> tuple[float, int]:
-    if tensor.type != schema.TensorType.INT8 or tensor.quantization is None:
-        raise ModelError(f"{source}: the model's {what} is not int8; kws export needs a full-int8 model")
-    return float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
 
 
 def cmsis_nn_extra_bytes(data: bytes, source: str = "model") -> int:
@@ -197,18 +181,6 @@ def cmsis_nn_extra_bytes(data: bytes, source: str = "model") -> int:
                 _, kernel_h, kernel_w, _ = shapes[1]
                 extra += 4 * shapes[0][-1] * kernel_h * kernel_w
     return extra
-
-
-def _tensors(data: bytes, info: ModelInfo, source: str) -> _Tensors:
-    model = unpack_model(data, source)
-    graph = model.subgraphs[0]
-    model_input = graph.tensors[graph.inputs[0]]
-    return _Tensors(
-        input_size=math.prod(info.input_shape),
-        input_quantization=_quantization(model_input, "input", source),
-        output_quantization=_quantization(graph.tensors[graph.outputs[0]], "output", source),
-        cmsis_nn_extra_bytes=cmsis_nn_extra_bytes(data, source),
-    )
 
 
 def arena_bytes(host_bytes: int, cmsis_nn_bytes: int) -> int:
@@ -412,13 +384,14 @@ def _streaming(detector: Detector) -> _Streaming:
 def _model_data_files(
     data: bytes,
     info: ModelInfo,
-    tensors: _Tensors,
+    quantization: tuple[tuple[float, int], tuple[float, int]],
     tables: FrontendTables,
     streaming: _Streaming,
     arena: int,
     source: str,
 ) -> dict[str, str]:
     config = info.frontend
+    (input_scale, input_zero_point), (output_scale, output_zero_point) = quantization
     defines = [
         ("KWS_SAMPLE_RATE", str(config.sample_rate), "Hz"),
         ("KWS_WINDOW_LENGTH", str(config.window_length), "samples a frame"),
@@ -431,11 +404,11 @@ def _model_data_files(
         ("KWS_CLIP_FRAMES", str(config.clip_frames), "frames a whole-clip model sees"),
         ("KWS_N_LABELS", str(len(info.labels)), "model outputs"),
         ("KWS_MODEL_IS_STEP", str(int(info.kind == "step")), "1: one frame per invoke, state kept"),
-        ("KWS_INPUT_SIZE", str(tensors.input_size), "int8 values per invoke"),
-        ("KWS_INPUT_SCALE", _c_float(tensors.input_quantization[0]), "input quantisation"),
-        ("KWS_INPUT_ZERO_POINT", _c_int(tensors.input_quantization[1]), ""),
-        ("KWS_OUTPUT_SCALE", _c_float(tensors.output_quantization[0]), "output quantisation"),
-        ("KWS_OUTPUT_ZERO_POINT", _c_int(tensors.output_quantization[1]), ""),
+        ("KWS_INPUT_SIZE", str(math.prod(info.input_shape)), "int8 values per invoke"),
+        ("KWS_INPUT_SCALE", _c_float(input_scale), "input quantisation"),
+        ("KWS_INPUT_ZERO_POINT", _c_int(input_zero_point), ""),
+        ("KWS_OUTPUT_SCALE", _c_float(output_scale), "output quantisation"),
+        ("KWS_OUTPUT_ZERO_POINT", _c_int(output_zero_point), ""),
         ("KWS_ARENA_BYTES", str(arena), "tensor arena of one interpreter (README.md: how)"),
         ("KWS_MODEL_COPIES", str(streaming.copies), "interpreters the streaming detector runs"),
         ("KWS_RESET_EVERY", str(streaming.reset_every), "frames between resets of a step model copy"),
@@ -604,7 +577,10 @@ def export(model: str | Path, out_dir: str | Path) -> ExportSummary:
     custom = [op for op in ops if not op.isupper()]
     if custom:
         raise ModelError(f"{path}: custom op {custom[0]!r} cannot be registered by kws export")
-    tensors = _tensors(data, info, str(path))
+    if runner.input_quantization is None or runner.output_quantization is None:
+        raise ModelError(f"{path}: the model's output is not int8; kws export needs a full-int8 model")
+    quantization = (runner.input_quantization, runner.output_quantization)
+    cmsis_extra = cmsis_nn_extra_bytes(data, str(path))
     streaming = _streaming(Detector(runner))
     tables = frontend_tables(info.frontend)
     host_arena = tflm_arena_bytes(data)
@@ -617,15 +593,15 @@ def export(model: str | Path, out_dir: str | Path) -> ExportSummary:
         model_bytes=len(data),
         table_bytes=tables.flash_bytes,
         host_arena_bytes=host_arena,
-        cmsis_nn_extra_bytes=tensors.cmsis_nn_extra_bytes,
-        arena_bytes=arena_bytes(host_arena, tensors.cmsis_nn_extra_bytes),
+        cmsis_nn_extra_bytes=cmsis_extra,
+        arena_bytes=arena_bytes(host_arena, cmsis_extra),
         model_copies=streaming.copies,
         frontend_state_bytes=4 * (info.frontend.window_length + info.frontend.n_fft) + 4,
         posterior_state_bytes=posterior_state_bytes(len(info.labels), streaming.smoothing_window),
     )
     source = path.name
     generated = {
-        **_model_data_files(data, info, tensors, tables, streaming, summary.arena_bytes, source),
+        **_model_data_files(data, info, quantization, tables, streaming, summary.arena_bytes, source),
         **_tables_files(tables, source),
         "kws_model_ops.h": op_resolver_header(ops, source),
         "README.md": _readme(summary, streaming, source),

@@ -120,6 +120,8 @@ class Runner(abc.ABC):
         The model input, batch included: (1, clip_frames, n_mfcc) or (1, 1, n_mfcc).
     quantized : bool
         Whether the model takes int8 input (its output is int8 too for kws models).
+    input_quantization, output_quantization : (float, int) or None
+        Scale and zero point of the int8 input and output tensors; None when float.
     """
 
     runtime: str
@@ -156,9 +158,9 @@ class Runner(abc.ABC):
         self.path = path
         self.info = info
         self.input_shape = input_shape
-        self._input_quantization = _quantization(path, "input", input_details)
-        self._output_quantization = _quantization(path, "output", output_details)
-        self.quantized = self._input_quantization is not None
+        self.input_quantization = _quantization(path, "input", input_details)
+        self.output_quantization = _quantization(path, "output", output_details)
+        self.quantized = self.input_quantization is not None
 
     @abc.abstractmethod
     def reset(self) -> None:
@@ -186,11 +188,11 @@ class Runner(abc.ABC):
         if x.shape != self.input_shape[1:]:
             raise ValueError(f"{self.path}: input must have shape {self.input_shape[1:]}, got {x.shape}")
         batch = x[None]
-        if self._input_quantization is not None:
-            batch = quantize(batch, *self._input_quantization)
+        if self.input_quantization is not None:
+            batch = quantize(batch, *self.input_quantization)
         out = self._invoke(np.ascontiguousarray(batch)).reshape(-1)
-        if self._output_quantization is not None:
-            return dequantize(out, *self._output_quantization)
+        if self.output_quantization is not None:
+            return dequantize(out, *self.output_quantization)
         return out.astype(np.float32)
 
     def run_clip(self, features: np.ndarray) -> np.ndarray:
