@@ -249,11 +249,39 @@ def read_metadata(tflite: bytes, source: str = "model") -> ModelInfo:
     raise ModelError(f"{source} has no kws metadata: it was not written by `kws train`")
 
 
-def builtin_code(code: schema.OperatorCodeT) -> int:
+def _builtin_code(code: schema.OperatorCodeT) -> int:
     """The builtin operator code of an operator-code entry."""
     # Codes above 127 live only in builtinCode; files from old converters fill only the
     # deprecated field. The larger of the two is the real one (as TFLite's own reader does).
     return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator of a model, with its tensors (the model's own objects, not copies)."""
+
+    code: int  # builtin operator code (schema.BuiltinOperator)
+    custom: str  # the custom op's name; "" for a builtin
+    inputs: tuple[schema.TensorT | None, ...]  # None where an optional input is left out
+    outputs: tuple[schema.TensorT, ...]
+
+    def shape(self, i: int) -> list[int]:
+        """Input ``i``'s shape in Python ints (products of int32 entries could overflow); [] if absent."""
+        tensor = self.inputs[i]
+        return [] if tensor is None or tensor.shape is None else [int(n) for n in tensor.shape]
+
+
+def operators(model: schema.ModelT) -> list[Operator]:
+    """Every operator of every subgraph, in order."""
+    found = []
+    for graph in model.subgraphs or []:
+        for op in graph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = _builtin_code(code)
+            custom = code.customCode.decode() if builtin == schema.BuiltinOperator.CUSTOM else ""
+            inputs = tuple(graph.tensors[i] if i >= 0 else None for i in op.inputs)
+            found.append(Operator(builtin, custom, inputs, tuple(graph.tensors[i] for i in op.outputs)))
+    return found
 
 
 def tflite_ops(data: bytes, source: str = "model") -> list[str]:
@@ -272,33 +300,23 @@ def tflite_ops(data: bytes, source: str = "model") -> list[str]:
         Builtin op names as LiteRT reports them (``FULLY_CONNECTED``,
         ``UNIDIRECTIONAL_SEQUENCE_LSTM``, ...); a custom op appears by its custom name.
     """
-    model = unpack_model(data, source)
-    names = set()
-    for graph in model.subgraphs or []:
-        for op in graph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = builtin_code(code)
-            if builtin == schema.BuiltinOperator.CUSTOM:
-                names.add(code.customCode.decode())
-            else:
-                names.add(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+    names = {
+        op.custom or _BUILTIN_NAMES.get(op.code, f"BUILTIN_{op.code}")
+        for op in operators(unpack_model(data, source))
+    }
     return sorted(names)
 
 
 def _lstm_cell_states(model: schema.ModelT) -> list[schema.TensorT]:
     """The int16 cell-state tensors of the model's quantised LSTM ops."""
-    states = []
-    for graph in model.subgraphs or []:
-        for op in graph.operators or []:
-            if (
-                builtin_code(model.operatorCodes[op.opcodeIndex])
-                != schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
-            ):
-                continue
-            tensor = graph.tensors[op.inputs[_LSTM_CELL_STATE_INPUT]]
-            if tensor.type == schema.TensorType.INT16 and tensor.quantization is not None:
-                states.append(tensor)
-    return states
+    return [
+        tensor
+        for op in operators(model)
+        if op.code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+        and (tensor := op.inputs[_LSTM_CELL_STATE_INPUT]) is not None
+        and tensor.type == schema.TensorType.INT16
+        and tensor.quantization is not None
+    ]
 
 
 def lstm_cell_scales(data: bytes, source: str = "model") -> list[float]:
@@ -353,25 +371,21 @@ def model_cost(data: bytes, source: str = "model") -> ModelCost:
     model = unpack_model(data, source)
     params = macs = 0
     for graph in model.subgraphs or []:
-        tensors = graph.tensors
-        for tensor in tensors:
+        for tensor in graph.tensors:
             buffer = model.buffers[tensor.buffer] if tensor.buffer else None
             if buffer is not None and buffer.data is not None and len(buffer.data):
                 params += math.prod(int(n) for n in tensor.shape) if tensor.shape is not None else 1
-        for op in graph.operators or []:
-            code = builtin_code(model.operatorCodes[op.opcodeIndex])
-            # Python ints: products of int32 shape entries could overflow.
-            shape = [[int(n) for n in tensors[i].shape] if i >= 0 else [] for i in op.inputs]
-            out = [int(n) for n in tensors[op.outputs[0]].shape]
-            if code == schema.BuiltinOperator.FULLY_CONNECTED:
-                n_out, n_in = shape[1]
-                macs += math.prod(shape[0]) // n_in * n_in * n_out
-            elif code == schema.BuiltinOperator.CONV_2D:
-                macs += math.prod(out) * math.prod(shape[1][1:])
-            elif code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
-                macs += math.prod(out) * math.prod(shape[1][1:3])
-            elif code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
-                steps = math.prod(shape[0][:-1])  # batch x time
-                units, n_in = shape[2]  # input-to-forget weights (input-to-input is optional)
-                macs += steps * 4 * units * (n_in + units)
+    for op in operators(model):
+        out = [int(n) for n in op.outputs[0].shape]
+        if op.code == schema.BuiltinOperator.FULLY_CONNECTED:
+            n_out, n_in = op.shape(1)
+            macs += math.prod(op.shape(0)) // n_in * n_in * n_out
+        elif op.code == schema.BuiltinOperator.CONV_2D:
+            macs += math.prod(out) * math.prod(op.shape(1)[1:])
+        elif op.code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
+            macs += math.prod(out) * math.prod(op.shape(1)[1:3])
+        elif op.code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+            steps = math.prod(op.shape(0)[:-1])  # batch x time
+            units, n_in = op.shape(2)  # input-to-forget weights (input-to-input is optional)
+            macs += steps * 4 * units * (n_in + units)
     return ModelCost(params, macs)

@@ -27,7 +27,7 @@ from string import Template
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from kws.artifact import ModelError, ModelInfo, builtin_code, tflite_ops, unpack_model
+from kws.artifact import ModelError, ModelInfo, operators, tflite_ops, unpack_model
 from kws.errors import KwsError
 from kws.features import FrontendConfig, dct_matrix, hann_window, mel_filterbank
 from kws.fileio import write_text_atomic
@@ -166,20 +166,16 @@ def cmsis_nn_extra_bytes(data: bytes, source: str = "model") -> int:
     source : str
         Name for messages.
     """
-    model = unpack_model(data, source)
     extra = 0
-    for graph in model.subgraphs or []:
-        for op in graph.operators or []:
-            code = builtin_code(model.operatorCodes[op.opcodeIndex])
-            shapes = [[int(n) for n in graph.tensors[i].shape] if i >= 0 else [] for i in op.inputs]
-            if code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
-                units = shapes[2][0]  # input-to-forget weights: (units, inputs)
-                extra += 8 * units * 4 + LSTM_PARAMS_BYTES
-            elif code == schema.BuiltinOperator.FULLY_CONNECTED:
-                extra += 2 * shapes[1][0] * 4  # weights: (outputs, inputs)
-            elif code in (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D):
-                _, kernel_h, kernel_w, _ = shapes[1]
-                extra += 4 * shapes[0][-1] * kernel_h * kernel_w
+    for op in operators(unpack_model(data, source)):
+        if op.code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+            units = op.shape(2)[0]  # input-to-forget weights: (units, inputs)
+            extra += 8 * units * 4 + LSTM_PARAMS_BYTES
+        elif op.code == schema.BuiltinOperator.FULLY_CONNECTED:
+            extra += 2 * op.shape(1)[0] * 4  # weights: (outputs, inputs)
+        elif op.code in (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D):
+            _, kernel_h, kernel_w, _ = op.shape(1)
+            extra += 4 * op.shape(0)[-1] * kernel_h * kernel_w
     return extra
 
 
