@@ -259,15 +259,21 @@ class LiteRTRunner(Runner):
         return np.asarray(self._interpreter.get_tensor(self._output_index))
 
 
+def _tflm_interpreter(data: bytes) -> tflm_runtime.Interpreter:
+    """The model in a TFLM interpreter with an arena ample for any kws model."""
+    return tflm_runtime.Interpreter.from_bytes(
+        data, arena_size=TFLM_ARENA_BASE + TFLM_ARENA_PER_MODEL_BYTE * len(data)
+    )
+
+
 class TFLMRunner(Runner):
     """A ``.tflite`` model in the TensorFlow Lite Micro interpreter (the firmware's kernels)."""
 
     runtime = "tflm"
 
     def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
-        arena = TFLM_ARENA_BASE + TFLM_ARENA_PER_MODEL_BYTE * len(data)
         try:
-            self._interpreter = tflm_runtime.Interpreter.from_bytes(data, arena_size=arena)
+            self._interpreter = _tflm_interpreter(data)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: TFLM cannot load the model: {_first_line(e)}") from None
         super().__init__(
@@ -417,8 +423,7 @@ def _tflm_runs(data: bytes, arena: int) -> tuple[bool, str]:
 
 def _recorded_arena_bytes(data: bytes) -> int:
     """TFLM's recording allocator's "Arena allocation total" after one invoke (fd 2, captured)."""
-    arena = TFLM_ARENA_BASE + TFLM_ARENA_PER_MODEL_BYTE * len(data)
-    interpreter = tflm_runtime.Interpreter.from_bytes(data, arena_size=arena)
+    interpreter = _tflm_interpreter(data)
     details = interpreter.get_input_details(0)
     interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
     interpreter.invoke()
