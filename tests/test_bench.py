@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_kws
 
 from kws.bench import format_table
 from kws.bundled import bundled_model
@@ -30,48 +31,15 @@ def small_test12(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path
 
 @pytest.fixture(scope="module")
 def bench_json(small_test12: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kws",
-            "bench",
-            "--data",
-            str(small_test12),
-            "--minutes",
-            "1",
-            "--repeats",
-            "5",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_kws("bench", "--data", str(small_test12), "--minutes", "1", "--repeats", "5", "--json")
     assert result.returncode == 0, result.stderr
     out: dict[str, Any] = json.loads(result.stdout)
     return out
 
 
 def kws_eval(model: Path, data: Path, runtime: str) -> float:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kws",
-            "eval",
-            "--model",
-            str(model),
-            "--data",
-            str(data),
-            "--runtime",
-            runtime,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_kws("eval", "--model", str(model), "--data", str(data), "--runtime", runtime, "--json")
+    assert result.returncode == 0, result.stderr
     return float(json.loads(result.stdout)["accuracy"])
 
 
@@ -169,7 +137,5 @@ def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> N
 
 
 def test_bench_without_data_says_what_it_needs() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "kws", "bench"], capture_output=True, text=True, check=False
-    )
+    result = run_kws("bench")
     assert result.returncode == 1 and "--data DIR" in result.stderr and "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_kws
 
 from kws.bundled import MODELS, MODELS_DIR, bundled_model, sample_clips
 from kws.evaluate import agreement, evaluate, load_features
@@ -40,9 +41,7 @@ def test_model_card_states_the_data_licence_and_the_measured_accuracy() -> None:
 
 
 def test_demo_prints_the_words_of_the_sample_clips() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "kws", "demo"], capture_output=True, text=True, check=False
-    )
+    result = run_kws("demo")
     assert result.returncode == 0, result.stderr
     labels = load_runner(bundled_model()).info.labels
     keywords = [p.stem for p in sample_clips() if p.stem in labels]

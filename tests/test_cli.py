@@ -9,13 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_kws
 
 from kws.bundled import bundled_model
 from kws.cli import main
-
-
-def run_kws(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kws", *args], capture_output=True, text=True, check=False)
 
 
 def test_data_check_official_layout(speech_commands: Path, capsys: pytest.CaptureFixture[str]) -> None:

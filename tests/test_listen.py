@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_kws
 
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
@@ -143,9 +144,7 @@ def test_unknown_device_is_a_clear_error(microphone: str) -> None:
 
 
 def test_list_devices_shows_the_virtual_microphone(microphone: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "kws", "listen", "--list-devices"], capture_output=True, text=True, check=False
-    )
+    result = run_kws("listen", "--list-devices")
     assert result.returncode == 0 and "pulse" in result.stdout
 
 
@@ -153,13 +152,7 @@ def test_missing_portaudio_names_the_package_to_install(tmp_path: Path) -> None:
     # sounddevice raises this OSError at import when libportaudio is not installed.
     (tmp_path / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "kws", "listen", "--duration", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    result = run_kws("listen", "--duration", "1", env=env)
     assert result.returncode == 1
     assert "PortAudio library not found" in result.stderr and "libportaudio2" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_kws
 
 from kws.audio import load_audio, write_wav
 from kws.bundled import bundled_model
@@ -80,23 +79,10 @@ def test_stream_cli_json_lines(tiny_run: Path, clip: np.ndarray, tmp_path: Path)
     wav = tmp_path / "long.wav"
     silence = np.zeros(16000, dtype=np.float32)
     write_wav(wav, np.concatenate([silence, clip, silence, clip, silence]))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kws",
-            "stream",
-            str(wav),
-            "--model",
-            str(tiny_run / "int8_step.tflite"),
-            "--json",
-            "--threshold",
-            "0.3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    result = run_kws(
+        "stream", str(wav), "--model", str(tiny_run / "int8_step.tflite"), "--json", "--threshold", "0.3"
     )
+    assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     for event in events:
         assert set(event) == {"label", "time", "score"} and 0 < event["time"] <= 5.0 and event["score"] >= 0.3

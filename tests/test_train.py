@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_kws
 
 from kws.artifact import read_metadata, tflite_ops
 from kws.evaluate import evaluate, load_features
@@ -98,26 +99,19 @@ def test_eval_cli_on_both_layouts(
         (test12, "test", report["accuracy"]["benchmark"]["int8 tflm"]),
         (small_speech_commands, "validation", report["accuracy"]["validation"]["int8 tflm"]),
     ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kws",
-                "eval",
-                "--model",
-                str(tiny_run / "int8.tflite"),
-                "--data",
-                str(data),
-                "--split",
-                split,
-                "--runtime",
-                "tflm",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        result = run_kws(
+            "eval",
+            "--model",
+            str(tiny_run / "int8.tflite"),
+            "--data",
+            str(data),
+            "--split",
+            split,
+            "--runtime",
+            "tflm",
+            "--json",
         )
+        assert result.returncode == 0, result.stderr
         out = json.loads(result.stdout)  # nothing but the JSON object on stdout
         assert out["accuracy"] == pytest.approx(expected)
         assert out["runtime"] == "tflm" and len(out["confusion"]) == 12
