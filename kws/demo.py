@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +26,7 @@ class DemoResult:
         return [e.label for e in self.events] == self.said
 
 
-def sample_stream(clips: list[Path], sample_rate: int, gap: float = 1.0) -> np.ndarray:
+def sample_stream(clips: list[np.ndarray], sample_rate: int, gap: float = 1.0) -> np.ndarray:
     """The clips end to end, ``gap`` seconds of quiet noise before each and after the last."""
     rng = np.random.default_rng(0)
 
@@ -35,8 +34,8 @@ def sample_stream(clips: list[Path], sample_rate: int, gap: float = 1.0) -> np.n
         return (rng.standard_normal(int(gap * sample_rate)) * 1e-3).astype(np.float32)
 
     parts = [quiet()]
-    for path in clips:
-        parts += [load_audio(path, sample_rate), quiet()]
+    for clip in clips:
+        parts += [clip, quiet()]
     return np.concatenate(parts)
 
 
@@ -46,11 +45,12 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
     frontend = runner.info.frontend
     clips = sample_clips()
     say(f"kws demo: the bundled int8 LSTM ({runner.path.name}) on {len(clips)} sample clips\n")
-    for path in clips:
-        label, probability, _ = classify(runner, load_audio(path, frontend.sample_rate))
+    audios = [load_audio(path, frontend.sample_rate) for path in clips]
+    for path, clip in zip(clips, audios, strict=True):
+        label, probability, _ = classify(runner, clip)
         say(f"  {path.name:<10} -> {label:<10} {probability:.2f}")
     detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
-    audio = sample_stream(clips, frontend.sample_rate)
+    audio = sample_stream(audios, frontend.sample_rate)
     say(f"\nThe same clips as one {len(audio) / frontend.sample_rate:.0f}-s stream ({detector.mode} mode):")
     events = detect(detector, audio)
     for event in events:
