@@ -249,17 +249,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from kws.fileio import atomic_path
+    from kws.report import draw_confusion
 
     fig, axes = plt.subplots(1, len(rows) + 1, figsize=(6 * (len(rows) + 1), 5.5))
     for ax, r in zip(axes, rows, strict=False):
-        c = np.array(r["confusion"], dtype=float)
-        ax.imshow(c / np.maximum(c.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
         names = [n.strip("_")[:7] for n in r["labels"]]
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
-        ax.set_yticks(range(len(names)), names)
-        ax.set_title(f"{Path(r['model']).name}: {r['accuracy']['int8 litert']:.1%} int8")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        title = f"{Path(r['model']).name}: {r['accuracy']['int8 litert']:.1%} int8"
+        draw_confusion(ax, np.array(r["confusion"]), names, title)
     det = axes[-1]
     for r in rows:
         points = r["streaming"]["det"]

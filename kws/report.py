@@ -40,17 +40,10 @@ def _evaluations(
     return out
 
 
-def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
-    """Save a confusion matrix (rows true, columns predicted) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = result.confusion
-    fig, ax = plt.subplots(figsize=(7, 6))
+def draw_confusion(ax: Any, confusion: np.ndarray, names: Sequence[str], title: str) -> None:
+    """Draw a confusion matrix on a matplotlib axis: rows true, columns predicted, shaded by recall."""
+    c = np.asarray(confusion)
     ax.imshow(c / np.maximum(c.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-    names = list(result.label_names)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
@@ -68,6 +61,17 @@ def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+
+
+def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
+    """Save a confusion matrix (rows true, columns predicted) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    draw_confusion(ax, result.confusion, list(result.label_names), title)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
