@@ -22,7 +22,7 @@ their threshold; after an event the detector stays quiet for ``refractory`` seco
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,15 +202,19 @@ class Detector:
             return self.runner.run_clip(np.stack(self.frames))
         return None
 
+    def posteriors(self, audio: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        """Feed audio samples (any number); yield (time, posterior) each time the model runs."""
+        for frame in self.frontend.push(audio):
+            probabilities = self.posterior(frame)
+            if probabilities is not None:
+                self.probabilities = probabilities
+                yield self.time, probabilities
+
     def push(self, audio: np.ndarray) -> list[Detection]:
         """Feed audio samples (any number); return the events they completed."""
         events = []
-        for frame in self.frontend.push(audio):
-            probabilities = self.posterior(frame)
-            if probabilities is None:
-                continue
-            self.probabilities = probabilities
-            event = self.smoother.push(probabilities, self.time)
+        for time, probabilities in self.posteriors(audio):
+            event = self.smoother.push(probabilities, time)
             if event is not None:
                 events.append(event)
         return events

@@ -202,11 +202,9 @@ def record(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> Trace:
     times, raw = [], []
     start = time.process_time()
     for i in range(0, len(audio), chunk):
-        for frame in detector.frontend.push(audio[i : i + chunk]):
-            p = detector.posterior(frame)
-            if p is not None:
-                times.append(detector.time)
-                raw.append(p.astype(np.float64))
+        for t, p in detector.posteriors(audio[i : i + chunk]):
+            times.append(t)
+            raw.append(p.astype(np.float64))
     cpu = time.process_time() - start
     window = detector.smoother.history.maxlen or 1
     # Same arithmetic as PosteriorSmoother.push: the mean of the last `window` posteriors.
