@@ -114,9 +114,13 @@ def extract_tar(
 ) -> Path:
     """Extract a (possibly compressed) tar archive into ``dest_dir``, safely and atomically.
 
-    Every member is checked before anything is written: absolute paths, ``..`` components,
-    links that point outside the folder, device and FIFO members, and archives that are too
-    large or hold too many members are refused. The archive is extracted into a temporary
+    Every member is checked before anything is written: only regular files and folders are
+    accepted (Speech Commands has nothing else), so links, devices and FIFOs are refused, as are
+    absolute paths, ``..`` components, names that appear twice and archives that are too large
+    or hold too many members. Extraction is done here, not by ``tarfile.extractall``: with no
+    link ever written, no path can resolve outside the folder (CVE-2025-4517 bypasses
+    ``filter="data"`` in Pythons before 3.11.13 with a chain of links, and 3.11.2 has no
+    ``filter`` at all). The archive is extracted into a temporary
     folder beside ``dest_dir`` that is renamed into place at the end, so ``dest_dir`` either
     does not exist or holds the complete archive.
 
@@ -158,9 +162,8 @@ def extract_tar(
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
             try:
-                # The "data" filter re-checks each link against the real files on disk, which catches
-                # chains of links that only escape once earlier links exist.
-                tar.extractall(tmp, members=members, filter="data")
+                for member in members:
+                    _extract_member(tar, member, tmp)
                 if dest.exists():
                     dest.rmdir()
                 os.replace(tmp, dest)
@@ -291,23 +294,23 @@ def _checked_members(
     tarfile tries to skip over data that is not there.
     """
     members: list[tarfile.TarInfo] = []
+    files: set[str] = set()
     total = 0
     for member in tar:
         name = member.name
         if len(members) == max_members:
             raise DownloadError(f"unsafe archive: more than {max_members} members (at {name!r})")
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        if member.issym() or member.islnk():
+            raise DownloadError(f"unsafe archive: member {name!r} is a link (to {member.linkname!r})")
+        if not (member.isreg() or member.isdir()):
             raise DownloadError(f"unsafe archive: member {name!r} is a device, FIFO or other special file")
         if _escapes(name):
             raise DownloadError(f"unsafe archive: member {name!r} has an absolute path or leaves the folder")
-        # A symlink's target is relative to the folder holding the link, a hard link's to the archive root.
-        target = (
-            posixpath.join(posixpath.dirname(name), member.linkname) if member.issym() else member.linkname
-        )
-        if (member.issym() or member.islnk()) and _escapes(target):
-            raise DownloadError(
-                f"unsafe archive: link {name!r} points outside the folder (to {member.linkname!r})"
-            )
+        if member.isreg():
+            normal = posixpath.normpath(name)
+            if normal in files:
+                raise DownloadError(f"unsafe archive: member {name!r} appears twice")
+            files.add(normal)
         if member.size > max_member_bytes:
             raise DownloadError(
                 f"unsafe archive: member {name!r} declares {member.size} bytes, "
@@ -321,6 +324,29 @@ def _checked_members(
             )
         members.append(member)
     return members
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> None:
+    """Write one checked folder or regular file under ``root``, never following a link.
+
+    ``root`` is a fresh folder and no link is ever written into it, so every path stays inside;
+    ``O_NOFOLLOW | O_EXCL`` make that hold even if something else creates one meanwhile.
+    """
+    relative = posixpath.normpath(member.name)
+    if relative == ".":
+        return
+    path = root.joinpath(*relative.split("/"))
+    if member.isdir():
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:  # cannot happen for a regular file; keeps the type checker honest
+        raise DownloadError(f"cannot read member {member.name!r}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    with source, os.fdopen(os.open(path, flags, 0o666), "wb") as out:
+        shutil.copyfileobj(source, out, _CHUNK)
+    os.utime(path, (member.mtime, member.mtime))
 
 
 def _escapes(path: str) -> bool:
