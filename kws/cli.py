@@ -7,6 +7,7 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -14,13 +15,14 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kws import __version__
 from kws.data import DEFAULT_KEYWORDS
 from kws.errors import KwsError
+from kws.features import FRONTENDS
 
 if TYPE_CHECKING:
     from kws.stream import Detection, Detector
@@ -76,11 +78,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         data=str(args.data),
+        images=None if args.images is None else str(args.images),
+        negatives=tuple(str(p) for p in args.negatives),
         arch=args.arch,
         keywords=args.keywords,
         epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
         units=args.units,
         seed=args.seed,
+        frontend=dataclasses.replace(FRONTENDS[args.frontend], n_mfcc=args.n_mfcc),
     )
     from kws.streameval import DEFAULT_TARGET_FA
 
@@ -111,23 +118,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from kws.bundled import bundled_model
-    from kws.evaluate import evaluate, format_result, load_features
+    from kws.evaluate import evaluate, false_accepts, format_false_accepts, format_result, load_features
     from kws.runtime import load_runner
 
+    if args.data is None and args.negatives is None:
+        raise KwsError(
+            "kws eval needs --data DIR (labelled clips), --negatives DIR (speech without keywords), or both"
+        )
     args.model = args.model or bundled_model()
     runner = load_runner(args.model, args.runtime)
-    data = load_features(
-        args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.json
-    )
-    result = evaluate(runner, data, progress=not args.json)
-    if args.json:
-        print(
-            json.dumps(
-                {"model": str(args.model), "runtime": runner.runtime, "data": data.source, **result.to_dict()}
-            )
+    out: dict[str, Any] = {"model": str(args.model), "runtime": runner.runtime}
+    if args.data is not None:
+        data = load_features(
+            args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.json
         )
-    else:
-        print(format_result(result, f"{args.model} ({runner.runtime}) on {data.source}"))
+        result = evaluate(runner, data, progress=not args.json)
+        out.update(data=data.source, **result.to_dict())
+        if not args.json:
+            print(format_result(result, f"{args.model} ({runner.runtime}) on {data.source}"))
+    if args.negatives is not None:
+        negatives = false_accepts(runner, args.negatives, progress=not args.json)
+        out["negatives"] = {"folder": str(args.negatives), **negatives.to_dict()}
+        if not args.json:
+            print(("\n" if args.data is not None else "") + format_false_accepts(negatives, args.negatives))
+    if args.json:
+        print(json.dumps(out))
     return 0
 
 
@@ -366,8 +381,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--keywords", type=_keywords, default=DEFAULT_KEYWORDS, help="comma-separated keywords"
     )
-    train.add_argument("--epochs", type=int, default=80, help="most epochs (early stopping may end sooner)")
-    train.add_argument("--units", type=int, default=80, help="recurrent units per layer")
+    train.add_argument(
+        "--images",
+        type=Path,
+        help="the full set's log-mel images (speech_commands_logmel.tar.gz or its folder), trained on beside --data",
+    )
+    train.add_argument(
+        "--negatives",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of non-keyword speech trained on as _unknown_ (repeatable; 10%% held out for validation)",
+    )
+    train.add_argument(
+        "--frontend",
+        choices=sorted(FRONTENDS),
+        default="logmel_image",
+        help="front-end setting (logmel_image: the images' log-mel; hello_edge: the first release's)",
+    )
+    train.add_argument("--n-mfcc", type=_positive(int), default=10, help="cepstral coefficients a frame")
+    train.add_argument(
+        "--epochs", type=_positive(int), default=40, help="most epochs (early stopping may end sooner)"
+    )
+    train.add_argument("--batch-size", type=_positive(int), default=64)
+    train.add_argument(
+        "--patience", type=_positive(int), default=10, help="epochs without progress before stopping"
+    )
+    train.add_argument("--units", type=_positive(int), default=80, help="recurrent units per layer")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")
@@ -389,7 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a .tflite or .h5 model written by kws train (default: the bundled int8 LSTM)",
     )
-    ev.add_argument("--data", type=Path, required=True, help="Speech Commands folder or 12-class test folder")
+    ev.add_argument("--data", type=Path, help="Speech Commands folder or 12-class test folder")
+    ev.add_argument(
+        "--negatives",
+        type=Path,
+        help="a folder of speech without keywords: the share of 1-s windows (every 0.5 s) named a keyword",
+    )
     ev.add_argument("--split", choices=["train", "validation", "test"], default="test")
     ev.add_argument("--runtime", choices=["litert", "tflm", "keras"], default="litert")
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout, nothing else")

@@ -126,6 +126,23 @@ def _audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
+def audio_files_under(folder: str | Path) -> list[Path]:
+    """Every audio file (``.wav``, ``.flac``) in a folder and its sub-folders, sorted.
+
+    Raises
+    ------
+    DataError
+        The folder is missing or holds no audio file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{root}: holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return files
+
+
 def _read_list(root: Path, name: str) -> set[str] | None:
     path = root / name
     if not path.is_file():

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
+from kws.audio import load_audio
+from kws.data import SILENCE, UNKNOWN, audio_files_under, examples, load_example, scan
 from kws.errors import DataError
 from kws.features import FrontendConfig, clip_features
 from kws.runtime import Runner
@@ -117,9 +118,11 @@ class EvalResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        right = int(np.sum(self.y_pred == self.y_true))
         return {
             "clips": len(self.y_true),
             "accuracy": self.accuracy,
+            "accuracy_interval95": list(wilson_interval(right, len(self.y_true))),
             "recall": self.recall,
             "labels": list(self.label_names),
             "confusion": self.confusion.tolist(),
@@ -140,7 +143,10 @@ def format_result(result: EvalResult, title: str = "") -> str:
     """Accuracy, per-class recall and the confusion matrix as plain text."""
     names = result.label_names
     lines = [title] if title else []
-    lines.append(f"accuracy: {result.accuracy:.2%} on {len(result.y_true)} clips")
+    low, high = wilson_interval(int(np.sum(result.y_pred == result.y_true)), len(result.y_true))
+    lines.append(
+        f"accuracy: {result.accuracy:.2%} on {len(result.y_true)} clips (95% interval {low:.1%}-{high:.1%})"
+    )
     lines.append("")
     lines.append("recall per class:")
     for name, r in result.recall.items():
@@ -152,3 +158,99 @@ def format_result(result: EvalResult, title: str = "") -> str:
     for name, row in zip(short, result.confusion, strict=True):
         lines.append(f"  {name:<9}" + "".join(f"{v:6d}" for v in row))
     return "\n".join(lines)
+
+
+# 1-s windows of a negative recording start this far apart.
+NEGATIVE_HOP_SECONDS = 0.5
+
+
+def negative_windows(
+    audio: np.ndarray, frontend: FrontendConfig, hop_seconds: float = NEGATIVE_HOP_SECONDS
+) -> list[np.ndarray]:
+    """1-s windows of a recording every ``hop_seconds`` (the whole recording if shorter)."""
+    n, hop = frontend.clip_samples, round(frontend.sample_rate * hop_seconds)
+    if len(audio) <= n:
+        return [audio]
+    return [audio[start : start + n] for start in range(0, len(audio) - n + 1, hop)]
+
+
+def load_negative_features(
+    folder: str | Path, frontend: FrontendConfig, *, progress: bool = False
+) -> tuple[np.ndarray, float]:
+    """Model inputs of every 1-s window of the recordings under ``folder``, and their minutes of audio.
+
+    Parameters
+    ----------
+    folder : path
+        Recordings that hold no keyword (any audio files, at any depth).
+    frontend : FrontendConfig
+        The model's front-end.
+    progress : bool
+        Show a progress bar while reading.
+    """
+    windows, samples = [], 0
+    for path in tqdm(audio_files_under(folder), desc="negatives", disable=not progress, leave=False):
+        audio = load_audio(path, frontend.sample_rate)
+        samples += len(audio)
+        windows += [clip_features(w, frontend) for w in negative_windows(audio, frontend)]
+    return np.stack(windows), samples / frontend.sample_rate / 60
+
+
+@dataclass(frozen=True)
+class FalseAccepts:
+    """How often a model names a keyword on 1-s windows of speech that holds none."""
+
+    label_names: tuple[str, ...]
+    top: np.ndarray  # top label index of each window
+    minutes: float
+
+    @property
+    def count(self) -> int:
+        return int(np.sum(self.top >= 2))
+
+    @property
+    def rate(self) -> float:
+        """Share of windows whose top label is a keyword."""
+        return self.count / len(self.top)
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = wilson_interval(self.count, len(self.top))
+        keywords = self.label_names[2:]
+        return {
+            "windows": len(self.top),
+            "minutes": self.minutes,
+            "keyword_windows": self.count,
+            "false_accept_rate": self.rate,
+            "interval95": [low, high],
+            "by_keyword": {k: int(np.sum(self.top == i + 2)) for i, k in enumerate(keywords)},
+        }
+
+
+def false_accepts(runner: Runner, folder: str | Path, *, progress: bool = False) -> FalseAccepts:
+    """The keyword false-accept rate of ``runner`` on the non-keyword recordings under ``folder``."""
+    keywords_of(runner.info.labels)
+    windows, minutes = load_negative_features(folder, runner.info.frontend, progress=progress)
+    top = predict(runner, windows, progress=progress, desc="negatives").argmax(axis=1)
+    return FalseAccepts(tuple(runner.info.labels), top, minutes)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for z = 1.96); (0, 1) when there are no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def format_false_accepts(result: FalseAccepts, folder: str | Path) -> str:
+    """The keyword false-accept rate on a negatives folder, with its interval and the keywords named."""
+    d = result.to_dict()
+    low, high = d["interval95"]
+    named = ", ".join(f"{k} {v}" for k, v in d["by_keyword"].items() if v) or "none"
+    return (
+        f"keyword false accepts on {folder}: {result.count} of {len(result.top)} 1-s windows "
+        f"({result.rate:.2%}, 95% interval {low:.1%}-{high:.1%}; {result.minutes:.1f} min of audio); "
+        f"keywords named: {named}"
+    )

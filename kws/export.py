@@ -29,7 +29,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from kws.artifact import ModelError, ModelInfo, operators, tflite_ops, unpack_model
 from kws.errors import KwsError
-from kws.features import FrontendConfig, dct_matrix, hann_window, mel_filterbank
+from kws.features import PIXEL_MAX, PIXEL_SCALE, FrontendConfig, dct_matrix, hann_window, mel_weights
 from kws.fileio import write_text_atomic
 from kws.runtime import load_runner, tflm_arena_bytes
 from kws.stream import Detector
@@ -289,7 +289,7 @@ def frontend_tables(config: FrontendConfig) -> FrontendTables:
     config : FrontendConfig
         The model's front-end; without normalisation, mean 0 and std 1 are written.
     """
-    mel = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    mel = mel_weights(config)
     first, count, weights = [], [], []
     for band in mel:
         nonzero = np.flatnonzero(band)
@@ -323,7 +323,7 @@ def _tables_files(tables: FrontendTables, source: str) -> dict[str, str]:
         "extern const float kws_window[KWS_WINDOW_LENGTH];\n"
         "/* exp(-2 pi i k / KWS_FFT_LENGTH) for k < KWS_FFT_LENGTH / 2, as (cos, sin) pairs. */\n"
         "extern const float kws_twiddles[KWS_FFT_LENGTH];\n"
-        "/* HTK mel triangles: band m weighs bins kws_mel_first_bin[m] + j,\n"
+        "/* Mel triangles: band m weighs bins kws_mel_first_bin[m] + j,\n"
         " * j < kws_mel_bin_count[m]; the weights of all bands, band after band. */\n"
         "extern const uint16_t kws_mel_first_bin[KWS_N_MELS];\n"
         "extern const uint16_t kws_mel_bin_count[KWS_N_MELS];\n"
@@ -396,7 +396,14 @@ def _model_data_files(
         ("KWS_N_MELS", str(config.n_mels), f"mel bands, {config.fmin:g}-{config.fmax:g} Hz"),
         ("KWS_MEL_WEIGHTS", str(len(tables.mel_weights)), "non-zero filterbank weights"),
         ("KWS_N_MFCC", str(config.n_mfcc), "features a frame"),
-        ("KWS_LOG_FLOOR", _c_float(config.log_floor), "mel energies are clamped to this before the log"),
+        (
+            "KWS_LOG_PIXEL",
+            str(int(config.log == "pixel")),
+            "1: the images' log, min(10 ln(1 + e / floor), 255)",
+        ),
+        ("KWS_LOG_FLOOR", _c_float(config.log_floor), "ln: mel energies clamped to this; pixel: the bend"),
+        ("KWS_PIXEL_SCALE", _c_float(PIXEL_SCALE), "pixel log: pixels per neper"),
+        ("KWS_PIXEL_MAX", _c_float(PIXEL_MAX), "pixel log: the largest value (8 bits)"),
         ("KWS_CLIP_FRAMES", str(config.clip_frames), "frames a whole-clip model sees"),
         ("KWS_N_LABELS", str(len(info.labels)), "model outputs"),
         ("KWS_MODEL_IS_STEP", str(int(info.kind == "step")), "1: one frame per invoke, state kept"),

@@ -2,15 +2,22 @@
 
 Per frame (every ``hop`` samples, a ``window``-sample slice, no centre padding)::
 
-    frame * periodic Hann  ->  |rFFT(n_fft)|^2  ->  HTK mel triangles (peak 1)
-    ->  ln(max(energy, log_floor))  ->  orthonormal DCT-II, first n_mfcc
-    ->  (c - mean) / std            (per coefficient, measured on the training set)
+    frame * periodic Hann  ->  |rFFT(n_fft)|^2  ->  mel triangles
+    ->  log                  (ln(max(e, floor)), or the images' 8-bit scale, see ``log``)
+    ->  orthonormal DCT-II, first n_mfcc
+    ->  (c - mean) / std     (per coefficient, measured on the training set)
+
+Two settings are shipped (:data:`FRONTENDS`): ``hello_edge``, the first release's (40-ms
+window, HTK triangles linear in Hz, natural log), and ``logmel_image``, the front-end
+that reproduces the log-mel images of the full Speech Commands set (30-ms window,
+TensorFlow's triangles linear in mel, ``10 ln(1 + mel / 4.5e-7)`` up to 255, short
+clips centred), so a model can be trained on those images and run on audio.
 
 Each step is a table lookup, a product or an FFT, so the C front-end computes the same
 numbers from tables generated out of the same :class:`FrontendConfig`. The batch
 function :func:`features` and :class:`StreamingFrontend` share :func:`frames_to_cepstra`,
-so they agree to the last bit of float precision. This module must not import librosa:
-librosa only cross-checks it in the tests.
+so they agree to the last bit of float precision. This module must not import librosa
+or TensorFlow: they only cross-check it in the tests.
 """
 
 from __future__ import annotations
@@ -50,10 +57,24 @@ class FrontendConfig:
     n_mfcc : int
         Cepstral coefficients kept (c0 included).
     log_floor : float
-        Mel energies are clamped to at least this before the natural log, so digital
-        silence gives a finite value.
+        With ``log="ln"``, mel energies are clamped to at least this before the natural
+        log, so digital silence gives a finite value. With ``log="pixel"``, the energy
+        where the log bends: ``10 ln(1 + e / log_floor)``.
     clip_ms : float
         Length of one model input in milliseconds (1000 ms gives 49 frames).
+    mel_triangles : {"hz", "mel"}
+        ``"hz"``: HTK mel triangles linear in Hz over the FFT bins (librosa's
+        ``mel(htk=True, norm=None)``). ``"mel"``: triangles linear in mel and the DC bin
+        weighted 0 (TensorFlow's ``linear_to_mel_weight_matrix``). Both peak at 1.
+    log : {"ln", "pixel"}
+        ``"ln"``: ``ln(max(e, log_floor))``. ``"pixel"``: ``min(10 ln(1 + e / log_floor),
+        255)``, the log-mel of the Speech Commands images on their 0..255 scale (not
+        rounded: the images' rounding is part of their JPEG noise).
+    centre_clips : bool
+        How one clip becomes a model input: if true, trailing zeros are stripped, and a
+        clip shorter than ``clip_ms`` is transformed as it is and its frames centred
+        between frames of digital silence (as the images were made); if false, the clip
+        is zero-padded at the end.
     mean, std : tuple of float or None
         Per-coefficient normalisation measured on the training set; ``None`` until fitted.
         One int8 scale over raw cepstra would crush c1..c9 under c0's range.
@@ -71,6 +92,9 @@ class FrontendConfig:
     clip_ms: float = 1000.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    mel_triangles: str = "hz"
+    log: str = "ln"
+    centre_clips: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,6 +110,10 @@ class FrontendConfig:
             problems.append("need 0 < n_mfcc <= n_mels")
         if self.log_floor <= 0:
             problems.append("log_floor must be positive")
+        if self.mel_triangles not in MEL_TRIANGLES:
+            problems.append(f"mel_triangles must be one of {', '.join(MEL_TRIANGLES)}")
+        if self.log not in LOGS:
+            problems.append(f"log must be one of {', '.join(LOGS)}")
         if self.clip_samples < self.window_length:
             problems.append("clip_ms must hold at least one window")
         if (self.mean is None) != (self.std is None):
@@ -158,6 +186,33 @@ class FrontendConfig:
         return cls.from_dict(parse_json_object(text, "front-end config", FrontendError))
 
 
+MEL_TRIANGLES = ("hz", "mel")
+LOGS = ("ln", "pixel")
+# The images' scale: 10 ln(1 + e / floor), about 2.3 pixels per dB, saturating at 8 bits.
+PIXEL_SCALE = 10.0
+PIXEL_MAX = 255.0
+
+# The shipped settings. ``logmel_image`` is the recovered front-end of the full-set
+# log-mel images (../shared/data/README.md) at a 20-ms hop: the images' 10-ms rows,
+# every other one.
+FRONTENDS: dict[str, FrontendConfig] = {
+    "hello_edge": FrontendConfig(),
+    "logmel_image": FrontendConfig(
+        window_ms=30.0,
+        hop_ms=20.0,
+        n_fft=512,
+        n_mels=40,
+        fmin=0.0,
+        fmax=4000.0,
+        n_mfcc=10,
+        log_floor=4.5e-7,
+        mel_triangles="mel",
+        log="pixel",
+        centre_clips=True,
+    ),
+}
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale: ``2595 * log10(1 + hz / 700)``."""
     return np.asarray(2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0))
@@ -201,6 +256,36 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     return np.maximum(0.0, np.minimum(rising, falling))
 
 
+def mel_weights_linear_in_mel(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> np.ndarray:
+    """Mel triangles linear in mel, DC bin weighted 0, each peaking at 1.
+
+    The construction of TensorFlow's ``tf.signal.linear_to_mel_weight_matrix`` (computed
+    here in float64; the tests compare the two): each bin's frequency is mapped to mel
+    and the triangles are straight lines in mel between ``n_mels + 2`` evenly spaced
+    edges from ``fmin`` to ``fmax``.
+
+    Returns
+    -------
+    np.ndarray, float64, shape (n_mels, n_fft // 2 + 1)
+    """
+    bin_mel = hz_to_mel(np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1))
+    edges = np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2)
+    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    weights = np.maximum(
+        0.0, np.minimum((bin_mel - left) / (centre - left), (right - bin_mel) / (right - centre))
+    )
+    weights[:, 0] = 0.0
+    return weights
+
+
+def mel_weights(config: FrontendConfig) -> np.ndarray:
+    """The config's mel filterbank, shape (n_mels, n_fft // 2 + 1), float64."""
+    build = mel_filterbank if config.mel_triangles == "hz" else mel_weights_linear_in_mel
+    return build(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+
+
 def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     """Orthonormal DCT-II rows 0..n_mfcc-1 over ``n_mels`` inputs, shape (n_mfcc, n_mels)."""
     k = np.arange(n_mfcc, dtype=np.float64)[:, None]
@@ -219,7 +304,7 @@ class _Tables:
 
 @functools.lru_cache(maxsize=8)
 def _tables(config: FrontendConfig) -> _Tables:
-    mel = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    mel = mel_weights(config)
     return _Tables(
         window=hann_window(config.window_length),
         mel=np.ascontiguousarray(mel.T),
@@ -232,6 +317,26 @@ def frame_count(n_samples: int, config: FrontendConfig) -> int:
     if n_samples < config.window_length:
         return 0
     return 1 + (n_samples - config.window_length) // config.hop_length
+
+
+def log_energies(energies: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """The config's log of mel energies (``log``: natural log with a floor, or image pixels)."""
+    if config.log == "pixel":
+        return np.minimum(PIXEL_SCALE * np.log1p(energies / config.log_floor), PIXEL_MAX)
+    return np.log(np.maximum(energies, config.log_floor))
+
+
+def frames_to_log_mel(frames: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Log mel energies of audio frames, shape (k, window_length) -> (k, n_mels), float64."""
+    t = _tables(config)
+    spectrum = np.fft.rfft(frames * t.window, n=config.n_fft, axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    return log_energies(power @ t.mel, config)
+
+
+def log_mel_to_cepstra(log_mel: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Raw MFCCs (orthonormal DCT-II, first n_mfcc) of log mel frames (..., n_mels)."""
+    return np.asarray(log_mel @ _tables(config).dct)
 
 
 def frames_to_cepstra(frames: np.ndarray, config: FrontendConfig) -> np.ndarray:
@@ -247,11 +352,7 @@ def frames_to_cepstra(frames: np.ndarray, config: FrontendConfig) -> np.ndarray:
     -------
     np.ndarray, float64, shape (k, n_mfcc)
     """
-    t = _tables(config)
-    spectrum = np.fft.rfft(frames * t.window, n=config.n_fft, axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    log_mel = np.log(np.maximum(power @ t.mel, config.log_floor))
-    return np.asarray(log_mel @ t.dct)
+    return log_mel_to_cepstra(frames_to_log_mel(frames, config), config)
 
 
 def normalise(cepstra: np.ndarray, config: FrontendConfig) -> np.ndarray:
@@ -261,6 +362,17 @@ def normalise(cepstra: np.ndarray, config: FrontendConfig) -> np.ndarray:
     mean = np.asarray(config.mean)
     std = np.asarray(config.std)
     return ((cepstra - mean) / std).astype(np.float32)
+
+
+def _frames(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """The complete frames of a 1-D signal, shape (frame_count, window_length), float64."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.ndim != 1:
+        raise FrontendError(f"features need 1-D mono audio, got shape {audio.shape}")
+    n = frame_count(len(audio), config)
+    if n == 0:
+        return np.zeros((0, config.window_length))
+    return np.lib.stride_tricks.sliding_window_view(audio, config.window_length)[:: config.hop_length][:n]
 
 
 def features(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
@@ -276,14 +388,12 @@ def features(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
     -------
     np.ndarray, float32, shape (frame_count(len(audio)), n_mfcc)
     """
-    audio = np.asarray(audio, dtype=np.float64)
-    if audio.ndim != 1:
-        raise FrontendError(f"features need 1-D mono audio, got shape {audio.shape}")
-    n = frame_count(len(audio), config)
-    if n == 0:
-        return np.zeros((0, config.n_mfcc), dtype=np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(audio, config.window_length)
-    return normalise(frames_to_cepstra(windows[:: config.hop_length][:n], config), config)
+    return normalise(frames_to_cepstra(_frames(audio, config), config), config)
+
+
+def log_mel(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Log mel energies of a whole signal, shape (frame_count(len(audio)), n_mels), float64."""
+    return frames_to_log_mel(_frames(audio, config), config)
 
 
 def fit_clip(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
@@ -294,9 +404,28 @@ def fit_clip(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
     return np.pad(audio, (0, n - len(audio)))
 
 
+def clip_log_mel(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Log mel frames of one model input, shape (clip_frames, n_mels), float64.
+
+    With ``centre_clips``, trailing zeros are stripped and a shorter clip's frames are
+    centred between frames of digital silence, ``(clip_frames - n) // 2`` of them first
+    (the images' layout); otherwise the clip is zero-padded or cut to ``clip_ms``.
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    if not config.centre_clips:
+        return log_mel(fit_clip(audio, config), config)
+    nonzero = np.flatnonzero(audio)
+    audio = audio[: nonzero[-1] + 1 if len(nonzero) else 0][: config.clip_samples]
+    frames = log_mel(audio, config)
+    out = np.repeat(log_energies(np.zeros((1, config.n_mels)), config), config.clip_frames, axis=0)
+    start = (config.clip_frames - len(frames)) // 2
+    out[start : start + len(frames)] = frames
+    return out
+
+
 def clip_features(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
-    """Features of one model input: the clip fitted to ``clip_ms``, shape (clip_frames, n_mfcc)."""
-    return features(fit_clip(audio, config), config)
+    """Features of one model input, shape (clip_frames, n_mfcc) (see :func:`clip_log_mel`)."""
+    return normalise(log_mel_to_cepstra(clip_log_mel(audio, config), config), config)
 
 
 def fit_normalisation(cepstra: np.ndarray, config: FrontendConfig) -> FrontendConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import signal
@@ -30,11 +31,38 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.artifact import ModelInfo
+from kws.audio import load_audio
 from kws.augment import AugmentConfig, augment_clip, mask_features
-from kws.data import DEFAULT_KEYWORDS, examples, labels_for, load_example, scan
+from kws.data import (
+    DEFAULT_KEYWORDS,
+    SILENCE,
+    UNKNOWN,
+    audio_files_under,
+    examples,
+    labels_for,
+    load_example,
+    scan,
+)
 from kws.errors import KwsError
-from kws.features import FrontendConfig, clip_features, fit_normalisation
+from kws.evaluate import negative_windows
+from kws.features import (
+    FRONTENDS,
+    FrontendConfig,
+    clip_features,
+    clip_log_mel,
+    fit_normalisation,
+    log_mel_to_cepstra,
+)
 from kws.fileio import atomic_path, write_text_atomic
+from kws.images import (
+    ImageSet,
+    audio_image,
+    augment_images,
+    image_features,
+    read_images,
+    row_frontend,
+    row_step,
+)
 from kws.model import build, keras, save_h5
 from kws.streameval import DEFAULT_TARGET_FA
 
@@ -49,6 +77,13 @@ class TrainConfig:
     ----------
     data : str
         Speech Commands folder (official layout) with train and validation splits.
+    images : str or None
+        The full set's log-mel image archive (``speech_commands_logmel.tar.gz``) or its
+        extracted folder, trained on beside ``data``; needs the ``logmel_image`` front-end.
+    negatives : tuple of str
+        Folders of non-keyword speech (any audio files, at any depth), trained on as
+        ``_unknown_``: 1-s windows cut at random each epoch. A fixed 10% of each folder's
+        files (by name hash) is held out for validation.
     arch : {"lstm", "gru", "dscnn"}
     keywords : tuple of str
         Words to spot; all others are ``_unknown_``.
@@ -71,42 +106,69 @@ class TrainConfig:
     """
 
     data: str
+    images: str | None = None
+    negatives: tuple[str, ...] = ()
     arch: str = "lstm"
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
-    epochs: int = 80
-    batch_size: int = 32
+    epochs: int = 40
+    batch_size: int = 64
     learning_rate: float = 1e-3
     units: int = 80
     layers: int = 2
     dropout: float = 0.2
-    patience: int = 20
+    patience: int = 10
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    frontend: FrontendConfig = FRONTENDS["logmel_image"]
     calibration_clips: int = 300
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["keywords"] = list(self.keywords)
+        d["negatives"] = list(self.negatives)
         d["frontend"] = self.frontend.to_dict()
         return d
 
 
+NEGATIVE_VALIDATION_SHARE = 0.1
+
+
 @dataclass
 class TrainingData:
-    """Training audio (augmented anew each epoch) and fixed validation features."""
+    """The training sources (augmented anew each epoch) and fixed validation features.
+
+    Training examples are, in this order: the log-mel images, the audio clips, the
+    negatives (``train_y`` follows the same order). Validation is the union of the
+    sources present, each a slice of ``val_x`` named in ``val_sources``.
+    """
 
     labels: list[str]
-    frontend: FrontendConfig  # with normalisation fitted on the training clips
+    frontend: FrontendConfig  # with normalisation fitted on the training sources
     train_audio: np.ndarray  # (n, clip_samples)
-    train_y: np.ndarray
+    train_audio_y: np.ndarray
+    noise_files: list[Path]
+    images: ImageSet | None  # training images
+    noise_images: np.ndarray  # training background images, (k, 98, 40)
+    negatives: list[np.ndarray]  # audio of any length, all _unknown_
     val_x: np.ndarray  # (m, frames, n_mfcc)
     val_y: np.ndarray
-    noise_files: list[Path]
+    val_sources: dict[str, slice]
+
+    @property
+    def train_y(self) -> np.ndarray:
+        image_y = self.images.labels if self.images is not None else np.zeros(0, dtype=int)
+        negative_y = np.full(len(self.negatives), self.labels.index(UNKNOWN))
+        return np.concatenate([image_y, self.train_audio_y, negative_y]).astype(int)
+
+
+def _held_out(path: Path) -> bool:
+    """Whether a negative file is one of the fixed 10% kept for validation (name hash)."""
+    digest = hashlib.sha1(path.name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_VALIDATION_SHARE
 
 
 def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
-    """Read the train and validation splits and fit the front-end normalisation."""
+    """Read every source's train and validation parts and fit the front-end normalisation."""
     index = scan(config.data)
     if index.layout != "speech_commands":
         raise KwsError(
@@ -126,25 +188,100 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
         return audio, np.array([labels.index(e.label) for e in chosen])
 
     train_audio, train_y = read("train")
-    val_audio, val_y = read("validation")
-    frontend = fit_normalisation(np.stack([clip_features(a, frontend) for a in train_audio]), frontend)
-    val_x = np.stack([clip_features(a, frontend) for a in val_audio])
-    return TrainingData(labels, frontend, train_audio, train_y, val_x, val_y, index.noise_files)
+    val_audio, val_audio_y = read("validation")
 
+    images = val_images = None
+    noise_images = np.zeros((0, 0, 0), dtype=np.uint8)
+    if config.images is not None:
+        row_step(frontend)  # a clear error before the archive is read
+        every = read_images(config.images, labels, progress=progress)
+        images, val_images = every.subset("train"), every.subset("validation")
+        noise_images = images.pixels[images.labels == labels.index(SILENCE)]
 
-def augmented_features(data: TrainingData, config: TrainConfig, epoch: int) -> np.ndarray:
-    """This epoch's augmented training features (seeded by run seed and epoch)."""
-    rng = np.random.default_rng([config.seed, epoch])
-    return np.stack(
-        [
-            mask_features(
-                clip_features(augment_clip(a, rng, data.noise_files, config.augment), data.frontend),
-                rng,
-                config.augment,
-            )
-            for a in data.train_audio
-        ]
+    negatives: list[np.ndarray] = []
+    val_negatives: list[np.ndarray] = []
+    for folder in config.negatives:
+        for path in tqdm(audio_files_under(folder), desc=f"read {folder}", disable=not progress):
+            audio = load_audio(path, frontend.sample_rate)
+            if _held_out(path):
+                val_negatives += negative_windows(audio, frontend)
+            else:
+                negatives.append(audio)
+
+    # Normalisation from un-augmented training features of every source.
+    raw = [clip_log_mel(a, frontend) for a in train_audio]
+    raw += [clip_log_mel(a[:n], frontend) for a in negatives]
+    if images is not None:
+        sample = np.random.default_rng(config.seed).permutation(len(images.labels))[:5000]
+        raw += list(
+            images.pixels[sample, :: row_step(frontend)].astype(np.float64)[:, : frontend.clip_frames]
+        )
+    frontend = fit_normalisation(log_mel_to_cepstra(np.stack(raw), frontend), frontend)
+
+    val_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if val_images is not None:
+        phases = np.zeros(len(val_images.labels), dtype=int)
+        val_parts.append(("images", image_features(val_images.pixels, phases, frontend), val_images.labels))
+    val_parts.append(("audio", np.stack([clip_features(a, frontend) for a in val_audio]), val_audio_y))
+    if val_negatives:
+        x = np.stack([clip_features(a, frontend) for a in val_negatives])
+        val_parts.append(("negatives", x, np.full(len(x), labels.index(UNKNOWN))))
+    sources, start = {}, 0
+    for name, x, _ in val_parts:
+        sources[name] = slice(start, start + len(x))
+        start += len(x)
+    return TrainingData(
+        labels,
+        frontend,
+        train_audio,
+        train_y,
+        index.noise_files,
+        images,
+        noise_images,
+        negatives,
+        np.concatenate([x for _, x, _ in val_parts]),
+        np.concatenate([y for _, _, y in val_parts]).astype(int),
+        sources,
     )
+
+
+def _audio_example(
+    audio: np.ndarray, data: TrainingData, rng: np.random.Generator, config: TrainConfig
+) -> np.ndarray:
+    """Features of one augmented audio example; made an image first when images are trained on too."""
+    augmented = augment_clip(audio, rng, data.noise_files, config.augment)
+    if data.images is None:
+        return clip_features(augmented, data.frontend)
+    phase = rng.integers(0, row_step(data.frontend), 1)
+    return image_features(audio_image(augmented, data.frontend)[None], phase, data.frontend)[0]
+
+
+def augmented_features(data: TrainingData, config: TrainConfig, epoch: int, chunk: int = 2048) -> np.ndarray:
+    """This epoch's augmented training features (seeded by run seed and epoch), in ``train_y``'s order."""
+    rng = np.random.default_rng([config.seed, epoch])
+    parts = []
+    if data.images is not None:
+        step = row_step(data.frontend)
+        shift_rows = round(config.augment.time_shift_ms / row_frontend(data.frontend).hop_ms)
+        for start in range(0, len(data.images.labels), chunk):
+            pixels = augment_images(
+                data.images.pixels[start : start + chunk],
+                rng,
+                data.frontend,
+                data.noise_images,
+                gain_db=config.augment.gain_db,
+                noise_probability=config.augment.noise_probability,
+                snr_db=config.augment.snr_db,
+                max_shift_rows=shift_rows,
+            )
+            parts.append(image_features(pixels, rng.integers(0, step, len(pixels)), data.frontend))
+    parts.append(np.stack([_audio_example(a, data, rng, config) for a in data.train_audio]))
+    n = data.frontend.clip_samples
+    for audio in data.negatives:
+        start = int(rng.integers(0, max(len(audio) - n, 0) + 1))
+        parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
+    x = np.concatenate(parts)
+    return np.stack([mask_features(f, rng, config.augment) for f in x])
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -258,7 +395,12 @@ def fit(
                     class_weight=weights,
                     callbacks=[_BatchProgress(bar)],
                 )
-            val_loss, val_acc = model.evaluate(data.val_x, data.val_y, verbose=0, batch_size=256)
+            probabilities = model.predict(data.val_x, verbose=0, batch_size=256)
+            right = probabilities.argmax(axis=1) == data.val_y
+            val_acc = float(right.mean())
+            val_loss = float(
+                -np.log(np.maximum(probabilities[np.arange(len(right)), data.val_y], 1e-7)).mean()
+            )
             state.epoch = epoch + 1
             state.train_seconds += time.monotonic() - start
             state.history.append(
@@ -266,8 +408,9 @@ def fit(
                     "epoch": epoch + 1,
                     "loss": float(h.history["loss"][0]),
                     "accuracy": float(h.history["accuracy"][0]),
-                    "val_loss": float(val_loss),
-                    "val_accuracy": float(val_acc),
+                    "val_loss": val_loss,
+                    "val_accuracy": val_acc,
+                    **{f"val_accuracy_{k}": float(right[v].mean()) for k, v in data.val_sources.items()},
                 }
             )
             best = val_acc > state.best_accuracy
@@ -277,7 +420,9 @@ def fit(
             if progress:
                 print(
                     f"{desc}: loss {h.history['loss'][0]:.3f} acc {h.history['accuracy'][0]:.3f}"
-                    f" | val loss {val_loss:.3f} acc {val_acc:.3f}{'  (best)' if best else ''}",
+                    f" | val loss {val_loss:.3f} acc {val_acc:.3f}"
+                    f" ({', '.join(f'{k} {right[v].mean():.3f}' for k, v in data.val_sources.items())})"
+                    f"{'  (best)' if best else ''}",
                     file=sys.stderr,
                 )
     except KeyboardInterrupt:
@@ -294,10 +439,17 @@ def fit(
 
 
 def calibration_set(data: TrainingData, config: TrainConfig) -> np.ndarray:
-    """Un-augmented training features for int8 calibration, a seeded choice across classes."""
+    """Un-augmented training features for int8 calibration, a seeded choice across sources and classes."""
     rng = np.random.default_rng(config.seed)
-    chosen = rng.permutation(len(data.train_audio))[: config.calibration_clips]
-    return np.stack([clip_features(data.train_audio[i], data.frontend) for i in chosen])
+    n_images = 0 if data.images is None else len(data.images.labels)
+    chosen = rng.permutation(n_images + len(data.train_audio))[: config.calibration_clips]
+    out = []
+    for i in chosen:
+        if i < n_images and data.images is not None:
+            out.append(image_features(data.images.pixels[i][None], np.zeros(1, dtype=int), data.frontend)[0])
+        else:
+            out.append(clip_features(data.train_audio[i - n_images], data.frontend))
+    return np.stack(out)
 
 
 def model_info(config: TrainConfig, data: TrainingData) -> ModelInfo:

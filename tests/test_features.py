@@ -1,7 +1,9 @@
-"""The MFCC front-end: librosa cross-check, batch vs streaming parity, config round trip."""
+"""The MFCC front-end: librosa, TensorFlow and image cross-checks, batch vs streaming parity, config round trip."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +12,23 @@ import librosa
 import numpy as np
 import pytest
 import scipy.fft
+from PIL import Image
 
 from kws.audio import load_audio
 from kws.features import (
+    FRONTENDS,
     FrontendConfig,
     FrontendError,
     StreamingFrontend,
     clip_features,
+    clip_log_mel,
     dct_matrix,
     features,
     fit_normalisation,
     frame_count,
+    log_mel,
     mel_filterbank,
+    mel_weights,
 )
 
 CONFIG = FrontendConfig()
@@ -93,9 +100,10 @@ def test_mfcc_matches_librosa_on_real_clips(clips: list[np.ndarray]) -> None:
         assert np.abs(ours - ref).max() < LIBROSA_MFCC_ATOL
 
 
+@pytest.mark.parametrize("name", sorted(FRONTENDS))
 @pytest.mark.parametrize("chunk", [1, 100, 160, 320, 333, 640, 1601, 16000])
-def test_streaming_equals_batch(clips: list[np.ndarray], chunk: int) -> None:
-    config = CONFIG.with_normalisation(np.full(10, 1.5), np.full(10, 3.0))
+def test_streaming_equals_batch(clips: list[np.ndarray], chunk: int, name: str) -> None:
+    config = FRONTENDS[name].with_normalisation(np.full(10, 1.5), np.full(10, 3.0))
     for audio in clips[-2:] if chunk == 1 else clips:
         stream = StreamingFrontend(config)
         out, fed, emitted = [], 0, 0
@@ -175,3 +183,86 @@ def test_features_module_does_not_import_librosa() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(49, 10)"
+
+
+# --- the log-mel image front-end ----------------------------------------------------------------
+
+IMAGE = FRONTENDS["logmel_image"]
+ROWS = dataclasses.replace(IMAGE, hop_ms=10.0)  # the images' 10-ms rows
+
+
+def test_image_frontend_shape_and_rows() -> None:
+    assert (IMAGE.window_length, IMAGE.hop_length, IMAGE.n_fft, IMAGE.clip_frames) == (480, 320, 512, 49)
+    assert ROWS.clip_frames == 98
+    # Every other 10-ms row is a 20-ms frame: the model's frames are the images' even rows.
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000)
+    np.testing.assert_allclose(log_mel(audio, ROWS)[::2], log_mel(audio, IMAGE), atol=1e-9)
+
+
+def test_linear_in_mel_filterbank_matches_tensorflow() -> None:
+    tf = pytest.importorskip("tensorflow")
+    ref = tf.signal.linear_to_mel_weight_matrix(40, 257, 16000, 0.0, 4000.0).numpy().T
+    ours = mel_weights(IMAGE)
+    assert ours.shape == ref.shape == (40, 257)
+    assert np.all(ours[:, 0] == 0)
+    # TensorFlow computes in float32: its weights are ours rounded to about 1e-6.
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_image_frontend_reproduces_the_full_sets_images(speech_commands: Path) -> None:
+    """Real pairs: the JPEG of a clip in the full set beside the clip's audio."""
+    pairs = sorted((speech_commands.parent / "speech_commands_logmel_pairs").glob("*/*.jpg"))
+    chosen = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))[:120]]
+    raw, recompressed = [], []
+    for image_path in chosen:
+        image = np.asarray(Image.open(image_path), dtype=np.float64)
+        audio = load_audio(speech_commands / image_path.parent.name / image_path.with_suffix(".wav").name)
+        # The shared WAVs are zero-padded to 1 s; the front-end strips that and centres the rows.
+        ours = np.clip(np.round(clip_log_mel(audio, ROWS)), 0, 255)
+        assert ours.shape == image.shape == (98, 40)
+        raw.append(np.abs(ours - image).mean())
+        buffer = io.BytesIO()
+        Image.fromarray(ours.astype(np.uint8)).save(buffer, "JPEG", quality=75)
+        recompressed.append(np.abs(np.asarray(Image.open(buffer), dtype=np.float64) - image).mean())
+    # Measured on these 120 pairs: 3.3 pixels mean absolute difference (JPEG quality 75 alone
+    # moves an exact image by 3.2); compressed like the images, 1.4 pixels.
+    assert np.mean(raw) < 3.8 and max(raw) < 5.0
+    assert np.mean(recompressed) < 1.8 and max(recompressed) < 3.0
+
+
+def test_centring_strips_trailing_zeros_and_centres_short_clips(clips: list[np.ndarray]) -> None:
+    word = clips[0][:9000]
+    word = word[: np.flatnonzero(word)[-1] + 1]
+    rows = clip_log_mel(word, ROWS)
+    n = frame_count(len(word), ROWS)
+    start = (98 - n) // 2
+    np.testing.assert_allclose(rows[start : start + n], log_mel(word, ROWS))
+    assert np.all(rows[:start] == 0) and np.all(rows[start + n :] == 0)  # digital silence is pixel 0
+    padded = np.pad(word, (0, 16000 - len(word)))
+    np.testing.assert_array_equal(clip_features(padded, IMAGE), clip_features(word, IMAGE))
+    # The first release's front-end keeps a short clip where it is, zero-padded at the end.
+    assert not np.array_equal(clip_features(word, CONFIG), clip_features(np.pad(word, (4000, 0)), CONFIG))
+
+
+def test_pixel_log_scale_and_saturation() -> None:
+    loud = np.sin(np.arange(16000) * 2 * np.pi * 1000 / 16000) * 1.0
+    rows = log_mel(loud, ROWS)
+    assert rows.max() <= 255.0 and rows.min() >= 0.0
+    quiet = log_mel(loud * 10 ** (-20 / 20), ROWS)
+    peak = rows.max(axis=0).argmax()
+    # 20 dB less is 20 x 2.3 pixels lower on an unsaturated band (10 ln(10) / 10 per dB).
+    assert abs((rows[:, peak] - quiet[:, peak]).mean() - 20 * np.log(10)) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"mel_triangles": "slaney"}, "mel_triangles"), ({"log": "log10"}, "log must be")],
+)
+def test_invalid_image_settings_are_refused(change: dict[str, object], message: str) -> None:
+    with pytest.raises(FrontendError, match=message):
+        FrontendConfig.from_dict({**IMAGE.to_dict(), **change})
+
+
+def test_old_model_configs_without_the_new_fields_still_load() -> None:
+    old = {k: v for k, v in CONFIG.to_dict().items() if k not in ("mel_triangles", "log", "centre_clips")}
+    assert FrontendConfig.from_dict(old) == CONFIG

@@ -33,7 +33,13 @@ static void compute_frame(KwsFrontend *fe, float features[KWS_N_MFCC])
         for (i = 0; i < kws_mel_bin_count[m]; i++) {
             energy += power[i] * *weight++;
         }
+#if KWS_LOG_PIXEL
+        /* The log-mel images' scale: 10 ln(1 + e / floor), saturating at 255. */
+        energy = KWS_PIXEL_SCALE * log1pf(energy / KWS_LOG_FLOOR);
+        log_mel[m] = energy < KWS_PIXEL_MAX ? energy : KWS_PIXEL_MAX;
+#else
         log_mel[m] = logf(energy > KWS_LOG_FLOOR ? energy : KWS_LOG_FLOOR);
+#endif
     }
     for (c = 0; c < KWS_N_MFCC; c++) {
         const float *row = kws_dct + c * KWS_N_MELS;
