@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from kws.artifact import model_cost
 from kws.errors import KwsError
-from kws.evaluate import EvalResult, agreement, evaluate, load_features
+from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, load_features
 from kws.features import StreamingFrontend
 from kws.runtime import Runner, load_runner, tflm_arena_bytes
 from kws.stream import Detector
@@ -90,10 +90,15 @@ def bench_model(
     data: Path,
     *,
     stream: tuple[np.ndarray, list[Any]],
+    negatives: Path | None = None,
     repeats: int = 200,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Every figure of one model (see the module docstring); ``path`` is its whole-clip int8 file."""
+    """Every figure of one model (see the module docstring); ``path`` is its whole-clip int8 file.
+
+    With ``negatives`` (a folder of speech without keywords), also the share of its 1-s
+    windows the int8 model names a keyword (:func:`kws.evaluate.false_accepts`).
+    """
     files = siblings(path)
     int8 = load_runner(path, require_int8=True)
     if int8.info.kind != "clip":
@@ -129,6 +134,11 @@ def bench_model(
             "tflm": latency_ms(tflm, clip, repeats),
         },
     }
+    if negatives is not None:
+        row["negatives"] = {
+            "folder": str(negatives),
+            **false_accepts(int8, negatives, progress=progress).to_dict(),
+        }
     # Streaming: the step model (stateful mode) where there is one, else the whole-clip one.
     streaming = load_runner(files.get("int8_step", path))
     detector = Detector(streaming)
@@ -166,6 +176,7 @@ def bench(
     data: Path,
     *,
     minutes: float = 20.0,
+    negatives: Path | None = None,
     seed: int = 0,
     repeats: int = 200,
     progress: bool = True,
@@ -177,7 +188,9 @@ def bench(
     for path in tqdm(models, desc="models", disable=not progress or len(models) < 2, leave=False):
         if load_runner(path).info.labels != first.info.labels:
             raise KwsError(f"{path}: its labels differ from {models[0]}'s; bench models of one label set")
-        rows.append(bench_model(path, data, stream=stream, repeats=repeats, progress=progress))
+        rows.append(
+            bench_model(path, data, stream=stream, negatives=negatives, repeats=repeats, progress=progress)
+        )
     return rows
 
 
@@ -219,6 +232,18 @@ def _table(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         ("stream false alarms per hour", [f"{r['streaming']['false_alarms_per_hour']:.1f}" for r in rows]),
         ("stream median latency s", [f"{r['streaming']['median_latency_s']:.2f}" for r in rows]),
     ]
+    if "negatives" in rows[0]:
+        n = rows[0]["negatives"]
+        lines.append(
+            (
+                f"keyword false accepts, {Path(n['folder']).name} ({n['windows']} 1-s windows)",
+                [
+                    f"{pct(r['negatives']['false_accept_rate'])} ({r['negatives']['keyword_windows']}; "
+                    f"95% CI {pct(r['negatives']['interval95'][0])}-{pct(r['negatives']['interval95'][1])})"
+                    for r in rows
+                ],
+            )
+        )
     for label in rows[0]["labels"]:
         lines.append((f"recall {label}", [pct(r["recall"][label]) for r in rows]))
     return lines

@@ -51,9 +51,9 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from kws.audio import load_audio
-    from kws.features import FrontendConfig, features
+    from kws.features import features
 
-    config = FrontendConfig()
+    config = FRONTENDS[args.frontend]
     audio = load_audio(args.file, config.sample_rate)
     feats = features(audio, config)
     print(
@@ -256,7 +256,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "test set; `kws data download` fetches Speech Commands)"
         )
     models = args.model or [bundled_model("lstm"), bundled_model("dscnn")]
-    rows = bench(models, args.data, minutes=args.minutes, repeats=args.repeats, progress=not args.json)
+    rows = bench(
+        models,
+        args.data,
+        minutes=args.minutes,
+        negatives=args.negatives,
+        repeats=args.repeats,
+        progress=not args.json,
+    )
     if args.json:
         print(json.dumps({"data": str(args.data), "models": rows}))
     else:
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     feats = sub.add_parser("features", help="compute the MFCC features of an audio file")
     feats.add_argument("file", type=Path, help="a WAV or FLAC file (converted to 16 kHz mono)")
     feats.add_argument("--out", type=Path, help="save the (frames, cepstra) array as .npy")
+    feats.add_argument(
+        "--frontend", choices=sorted(FRONTENDS), default="logmel_image", help="front-end setting (see README)"
+    )
     feats.set_defaults(func=cmd_features)
 
     train = sub.add_parser(
@@ -476,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--minutes", type=_positive(float), default=20.0, help="length of the long test stream"
+    )
+    bench.add_argument(
+        "--negatives",
+        type=Path,
+        help="a folder of speech without keywords: the share of its 1-s windows named a keyword",
     )
     bench.add_argument("--repeats", type=_positive(int), default=200, help="invokes timed per latency figure")
     out = bench.add_mutually_exclusive_group()

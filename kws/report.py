@@ -98,6 +98,12 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += ["| model | " + " | ".join(sets) + " |", "| --- |" + " ---: |" * len(sets)]
     for name in report["accuracy"][sets[0]]:
         lines.append(f"| {name} | " + " | ".join(f"{report['accuracy'][s][name]:.2%}" for s in sets) + " |")
+    sources = report["validation_by_source"]
+    if sources:
+        names = list(next(iter(sources.values())))
+        lines += ["", "Validation by source:", "", "| model | " + " | ".join(names) + " |"]
+        lines.append("| --- |" + " ---: |" * len(names))
+        lines += [f"| {m} | " + " | ".join(f"{a[n]:.2%}" for n in names) + " |" for m, a in sources.items()]
     lines.append("")
     for s, a in report["tflm_vs_litert"].items():
         lines.append(
@@ -177,6 +183,13 @@ def write_report(
         "ops": {k: tflite_ops(p.read_bytes()) for k, p in paths.items() if p.suffix == ".tflite"},
         "accuracy": {s: {name: r.accuracy for name, r in res.items()} for s, res in results.items()},
         "tflm_vs_litert": {},
+        "validation_by_source": {
+            name: {
+                source: float(np.mean(r.y_pred[part] == r.y_true[part]))
+                for source, part in data.val_sources.items()
+            }
+            for name, r in results["validation"].items()
+        },
         "per_class_recall": {"set": main_set, "model": main_name, "recall": main.recall},
         "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in results.items()},
         "confusion_png": png.name,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -61,13 +63,64 @@ def small_speech_commands(tmp_path_factory: pytest.TempPathFactory, speech_comma
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, small_speech_commands: Path, test12: Path) -> Path:
-    """A short real training run (LSTM, few epochs, small data): its run folder with every file."""
+def small_logmel_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small log-mel image archive in the full set's layout: the first 25 images of each folder up to "left"."""
+    wanted = 25
+    members: dict[str, bytes] = {}
+    counts: dict[str, int] = {}
+    with tarfile.open(_shared("") / "speech_commands_logmel.tar.gz", "r|gz") as tar:
+        for member in tar:
+            word = Path(member.name).parent.name
+            if not member.isfile() or counts.get(word, 0) == wanted:
+                continue
+            if word > "left" and word != "_background_noise_":
+                break  # folders come in alphabetical order
+            file = tar.extractfile(member)
+            assert file is not None
+            members[member.name] = file.read()
+            counts[word] = counts.get(word, 0) + 1
+    path = tmp_path_factory.mktemp("logmel") / "small_logmel.tar.gz"
+    with tarfile.open(path, "w:gz") as out:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few recordings of a non-keyword phrase (symlinks), never "jarvis" (the measuring phrase)."""
+    root = tmp_path_factory.mktemp("negatives") / "alexa"
+    root.mkdir()
+    for path in sorted((_shared("negatives") / "picovoice" / "alexa").glob("*.flac"))[
+        :60
+    ]:  # 3 of them fall in the held-out 10%
+        (root / path.name).symlink_to(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_speech_commands: Path,
+    small_logmel_archive: Path,
+    small_negatives: Path,
+    test12: Path,
+) -> Path:
+    """A short real training run (LSTM, few epochs, audio + images + negatives): its run folder."""
     from kws.train import TrainConfig, run
 
     out = tmp_path_factory.mktemp("tiny_run")
     config = TrainConfig(
-        data=str(small_speech_commands), epochs=20, units=32, patience=20, calibration_clips=100
+        data=str(small_speech_commands),
+        images=str(small_logmel_archive),
+        negatives=(str(small_negatives),),
+        epochs=20,
+        batch_size=32,
+        units=32,
+        patience=20,
+        calibration_clips=100,
     )
     run(config, out, benchmark=test12, progress=False, tune_minutes=2)
     return out

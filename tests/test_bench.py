@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import run_kws
 
+from kws.audio import load_audio
 from kws.bench import format_table
 from kws.bundled import bundled_model
+from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
 from kws.streameval import build_stream, score
@@ -30,8 +33,28 @@ def small_test12(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path
 
 
 @pytest.fixture(scope="module")
-def bench_json(small_test12: Path) -> dict[str, Any]:
-    result = run_kws("bench", "--data", str(small_test12), "--minutes", "1", "--repeats", "5", "--json")
+def small_jarvis(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path:
+    """Ten recordings of the measuring phrase "jarvis" (symlinks): speech without keywords."""
+    root = tmp_path_factory.mktemp("jarvis")
+    for f in sorted((test12.parent / "negatives" / "picovoice" / "jarvis").glob("*.flac"))[:10]:
+        (root / f.name).symlink_to(f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench_json(small_test12: Path, small_jarvis: Path) -> dict[str, Any]:
+    result = run_kws(
+        "bench",
+        "--data",
+        str(small_test12),
+        "--minutes",
+        "1",
+        "--repeats",
+        "5",
+        "--negatives",
+        str(small_jarvis),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     out: dict[str, Any] = json.loads(result.stdout)
     return out
@@ -139,3 +162,37 @@ def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> N
 def test_bench_without_data_says_what_it_needs() -> None:
     result = run_kws("bench")
     assert result.returncode == 1 and "--data DIR" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_false_accepts_equal_kws_eval_and_a_count_by_hand(
+    bench_json: dict[str, Any], small_jarvis: Path
+) -> None:
+    for row in bench_json["models"]:
+        model = Path(row["model"])
+        result = run_kws("eval", "--model", str(model), "--negatives", str(small_jarvis), "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["negatives"] == row["negatives"]
+        # By hand: 1-s windows every 0.5 s of each recording, the top label a keyword.
+        runner = load_runner(model)
+        config = runner.info.frontend
+        named, windows, seconds = 0, 0, 0.0
+        for path in sorted(small_jarvis.iterdir()):
+            audio = load_audio(path)
+            seconds += len(audio) / 16000
+            starts = range(0, len(audio) - 16000 + 1, 8000) if len(audio) > 16000 else [0]
+            for start in starts:
+                top = int(np.argmax(runner.run_clip(clip_features(audio[start : start + 16000], config))))
+                named += top >= 2
+                windows += 1
+        n = row["negatives"]
+        assert (n["windows"], n["keyword_windows"]) == (windows, named) and windows >= 30
+        assert n["minutes"] == pytest.approx(seconds / 60)
+        assert n["false_accept_rate"] == pytest.approx(named / windows)
+        assert n["interval95"][0] <= n["false_accept_rate"] <= n["interval95"][1]
+        assert sum(n["by_keyword"].values()) == named
+    assert "keyword false accepts, " in format_table(bench_json["models"])
+
+
+def test_eval_needs_data_or_negatives() -> None:
+    result = run_kws("eval")
+    assert result.returncode == 1 and "--negatives DIR" in result.stderr and "Traceback" not in result.stderr

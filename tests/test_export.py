@@ -20,7 +20,7 @@ from kws.artifact import ModelError, embed_metadata, read_metadata, tflite_ops
 from kws.audio import load_audio
 from kws.bundled import bundled_model
 from kws.export import ExportError, ExportSummary, export, format_summary, op_resolver_header
-from kws.features import features, fit_clip, frame_count
+from kws.features import FRONTENDS, features, fit_clip, fit_normalisation, frame_count
 from kws.runtime import load_runner, quantize
 from kws.stream import Detection, Detector, PosteriorSmoother, detect
 from kws.streameval import build_stream
@@ -117,6 +117,26 @@ def test_c_frontend_matches_python_on_real_clips(
     differ = np.abs(c["q"].astype(int) - expected)
     assert (differ == 0).mean() >= 0.99
     assert differ.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(FRONTENDS))
+def test_c_frontend_matches_python_for_each_setting(
+    name: str, step_model: Path, test12: Path, tmp_path: Path
+) -> None:
+    """Each shipped front-end setting, put into a model's metadata, is what the exported C computes."""
+    clips = sorted(test12.glob("*/*.wav"))[::6]
+    setting = FRONTENDS[name]
+    audio = [fit_clip(load_audio(p), setting) for p in clips]
+    config = fit_normalisation(np.concatenate([features(a, setting) for a in audio]), setting)
+    data = step_model.read_bytes()
+    model = tmp_path / f"{name}.tflite"
+    model.write_bytes(embed_metadata(data, dataclasses.replace(read_metadata(data), frontend=config)))
+    summary = export(model, tmp_path / "export")
+    exe = _build(summary, "frontend_host.c", FRONTEND_SOURCES, tmp_path)
+    c = _c_frontend(exe, np.concatenate(audio), config.n_mfcc, chunk=160, clip=config.clip_samples)
+    python = np.concatenate([features(a, config) for a in audio])
+    assert len(clips) > 90 and c.shape == (len(clips) * config.clip_frames,)
+    assert np.abs(c["f"] - python).max() <= 1e-3
 
 
 def test_c_frontend_streams_chunks_of_any_size(

@@ -97,7 +97,7 @@ def test_eval_cli_on_both_layouts(
 ) -> None:
     for data, split, expected in (
         (test12, "test", report["accuracy"]["benchmark"]["int8 tflm"]),
-        (small_speech_commands, "validation", report["accuracy"]["validation"]["int8 tflm"]),
+        (small_speech_commands, "validation", report["validation_by_source"]["int8 tflm"]["audio"]),
     ):
         result = run_kws(
             "eval",
@@ -185,3 +185,17 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     )
     history = json.loads(state.read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, epochs + 2))
+
+
+def test_run_trains_on_images_audio_and_negatives(tiny_run: Path, report: dict) -> None:
+    """Every source is in training and validation, and validation is reported by source."""
+    config = report["config"]
+    assert config["images"].endswith("small_logmel.tar.gz") and len(config["negatives"]) == 1
+    assert report["frontend"]["log"] == "pixel" and report["frontend"]["centre_clips"]
+    for history in report["training"]["history"]:
+        assert {"val_accuracy_images", "val_accuracy_audio", "val_accuracy_negatives"} <= set(history)
+    sources = report["validation_by_source"]["int8 litert"]
+    assert set(sources) == {"images", "audio", "negatives"}
+    # The union is the clip-weighted mean of its sources.
+    assert min(sources.values()) <= report["accuracy"]["validation"]["int8 litert"] <= max(sources.values())
+    assert "Validation by source" in (tiny_run / "report.md").read_text()
