@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import make_tar_gz
 
 SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -80,11 +80,7 @@ def small_logmel_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
             members[member.name] = file.read()
             counts[word] = counts.get(word, 0) + 1
     path = tmp_path_factory.mktemp("logmel") / "small_logmel.tar.gz"
-    with tarfile.open(path, "w:gz") as out:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    path.write_bytes(make_tar_gz(members))
     return path
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import make_tar_gz
 
 from kws.download import download, download_speech_commands, extract_tar
 from kws.errors import DownloadError
@@ -87,17 +88,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.httpd.shutdown()
     srv.httpd.server_close()
     thread.join()
-
-
-def make_tar_gz(files: dict[str, bytes]) -> bytes:
-    """A gzip-compressed tar holding ``files`` (name to content)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def add_member(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_tar_gz
 from PIL import Image
 
 from kws.audio import load_audio
@@ -42,11 +43,7 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 
 
 def _archive(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(make_tar_gz(members))
     return path
 
 
