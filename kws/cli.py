@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -534,19 +537,49 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
     print(f"kws: warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so every command cleans up the same way."""
+
+
+_terminated: list[int] = []  # set once SIGTERM arrives (a command may handle the interrupt itself)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    _terminated.append(signum)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kws`` command; returns the exit status."""
+    """Entry point of the ``kws`` command; returns the exit status.
+
+    Errors the user can fix print one line and give 1 (argument errors: 2); Ctrl-C gives
+    130 and SIGTERM 143, after the same clean-up (temporary files removed, training's last
+    checkpoint kept); a closed output pipe (``kws ... | head``) ends quietly with 141.
+    """
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    _terminated.clear()
     try:
         with warnings.catch_warnings():  # restores the warning display when main() returns
             warnings.showwarning = _show_warning
-            return int(args.func(args))
+            status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return 143 if _terminated else status
     except KwsError as e:
         print(f"kws: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if _terminated:
+            print("kws: terminated", file=sys.stderr)
+            return 143
         print("kws: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read our output has gone: say nothing more, and stop Python's own complaint at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,29 @@ def test_export_never_replaces_a_readme_it_did_not_write(tmp_path: Path) -> None
         and "cannot write the export" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_sigterm_exits_143_after_cleaning_up_like_ctrl_c(test12: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kws", "eval", "--data", str(test12), "--runtime", "tflm"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)  # importing and reading clips
+    assert proc.poll() is None
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stderr.rstrip().endswith("kws: terminated") and "Traceback" not in stderr
+
+
+def test_closed_output_pipe_ends_quietly(speech_commands: Path) -> None:
+    code = (
+        "import os, sys\n"
+        "read, write = os.pipe(); os.close(read); os.dup2(write, 1)\n"  # nobody reads our stdout
+        "from kws.cli import main\n"
+        f"sys.exit(main(['data', 'check', {str(speech_commands)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 141 and result.stderr == ""
