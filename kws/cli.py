@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -323,6 +324,8 @@ def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callab
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
         if value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(
                 f"must be above zero{' or zero' if allow_zero else ''}, not {text}"
@@ -330,6 +333,14 @@ def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callab
         return value
 
     return parse
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a probability above 0 and at most 1."""
+    value = _positive(float)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1, not {text}")
+    return float(value)
 
 
 def _device(text: str) -> int | str:
@@ -344,10 +355,19 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--runtime", choices=["litert", "tflm"], default="litert")
     parser.add_argument(
-        "--threshold", type=float, help="smoothed probability a keyword must reach (default: the model's)"
+        "--threshold",
+        type=_probability,
+        help="smoothed probability a keyword must reach (default: the model's)",
     )
-    parser.add_argument("--smoothing", type=float, default=0.06, help="seconds of posteriors averaged")
-    parser.add_argument("--refractory", type=float, default=1.0, help="seconds of quiet after a detection")
+    parser.add_argument(
+        "--smoothing", type=_positive(float), default=0.06, help="seconds of posteriors averaged"
+    )
+    parser.add_argument(
+        "--refractory",
+        type=_positive(float, allow_zero=True),
+        default=1.0,
+        help="seconds of quiet after a detection",
+    )
     parser.add_argument(
         "--reset-every",
         type=int,

@@ -133,3 +133,18 @@ def test_closed_output_pipe_ends_quietly(speech_commands: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 141 and result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stream", "kws/samples/yes.wav", "--smoothing", "nan"], "must be a finite number, not nan"),
+        (["stream", "kws/samples/yes.wav", "--threshold", "1.5"], "must be at most 1"),
+        (["stream", "kws/samples/yes.wav", "--refractory", "-1"], "must be above zero or zero"),
+        (["tune", "x.tflite", "--data", "d", "--target", "inf"], "must be a finite number, not inf"),
+        (["train", "--data", "d", "--out", "o", "--epochs", "0"], "must be above zero, not 0"),
+    ],
+)
+def test_bad_numbers_are_argument_errors(args: list[str], message: str) -> None:
+    result = run_kws(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
