@@ -299,6 +299,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from kws.streameval import DEFAULT_TARGET_FA, tune_model
 
     args.target = DEFAULT_TARGET_FA if args.target is None else args.target
+    if args.out is not None and len(args.model) > 1:
+        raise KwsError("--out names the tuned copy of one model; give one model with it")
     for path in args.model:
         tuning = tune_model(
             path,
@@ -307,9 +309,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             split=args.split,
             minutes=args.minutes,
             seed=args.seed,
+            out=args.out,
         )
         print(
-            f"{path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
+            f"{args.out or path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
             f"stream: hit rate {tuning['hit_rate']:.1%}, {tuning['false_alarms_per_hour']:.1f} false alarms/h"
         )
         print("  " + ", ".join(f"{k} {t:.2f}" for k, t in tuning["thresholds"].items()))
@@ -538,7 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "tune", help="choose per-keyword thresholds on a validation stream and store them in the model"
     )
-    tune.add_argument("model", type=Path, nargs="+", help=".tflite model files (rewritten in place)")
+    tune.add_argument(
+        "model", type=Path, nargs="+", help=".tflite model files (rewritten in place, unless --out)"
+    )
+    tune.add_argument(
+        "--out", type=Path, help="write the tuned model here instead (one model; needed for the bundled ones)"
+    )
     tune.add_argument(
         "--data", type=Path, required=True, help="Speech Commands folder the streams are built from"
     )

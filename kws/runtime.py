@@ -230,6 +230,7 @@ class LiteRTRunner(Runner):
     runtime = "litert"
 
     def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
+        self.model_bytes = data  # what runs, whatever becomes of the file later
         small = [s for s in lstm_cell_scales(data, str(path)) if s < MIN_LSTM_CELL_SCALE]
         if small:
             raise ModelError(

@@ -280,8 +280,14 @@ def tune_model(
     minutes: float = 30.0,
     snr_db: float = 20.0,
     seed: int = 0,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Tune a model file's per-keyword thresholds on a stream and store them in its metadata.
+
+    The file is rewritten in place (``out`` None) or the tuned model written to ``out``;
+    either way the bytes written are the model that was tuned, even if the file changes
+    meanwhile. A file inside the installed ``kws`` package (the bundled models) is never
+    rewritten: give ``out``.
 
     The stream is built from ``data_dir``'s ``split`` clips (validation speakers by
     default), run through a :class:`Detector` with its default settings in the mode the
@@ -298,12 +304,22 @@ def tune_model(
     """
     from kws.artifact import ModelError, embed_metadata
     from kws.fileio import write_bytes_atomic
-    from kws.runtime import load_runner
+    from kws.runtime import LiteRTRunner, load_runner
 
     path = Path(path)
-    if path.suffix != ".tflite":
-        raise ModelError(f"{path}: thresholds are stored in .tflite models only")
+    target = path if out is None else Path(out)
+    if path.suffix != ".tflite" or target.suffix != ".tflite":
+        raise ModelError(
+            f"{path if path.suffix != '.tflite' else target}: thresholds are stored in .tflite models only"
+        )
+    package = Path(__file__).resolve().parent
+    if target.resolve().is_relative_to(package):
+        raise ModelError(
+            f"{target}: is inside the installed kws package (the bundled models); tune a copy with --out FILE"
+        )
     runner = load_runner(path)
+    if not isinstance(runner, LiteRTRunner):  # load_runner gives LiteRT for a .tflite
+        raise ModelError(f"{path}: not a LiteRT model")
     audio, words = build_stream(
         data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
     )
@@ -323,5 +339,5 @@ def tune_model(
     info = dataclasses.replace(
         runner.info, extra={**runner.info.extra, "thresholds": thresholds, "threshold_tuning": tuning}
     )
-    write_bytes_atomic(path, embed_metadata(path.read_bytes(), info))
+    write_bytes_atomic(target, embed_metadata(runner.model_bytes, info))
     return {**tuning, "thresholds": thresholds}

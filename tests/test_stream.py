@@ -194,3 +194,21 @@ def test_tune_command_stores_thresholds_the_detector_uses(
     # Same weights: the model's outputs are unchanged by the rewrite.
     x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)
     assert np.array_equal(load_runner(model).invoke(x), load_runner(tiny_run / "int8_step.tflite").invoke(x))
+
+
+def test_tune_refuses_the_installed_models_and_writes_a_copy(
+    small_speech_commands: Path, tmp_path: Path
+) -> None:
+    bundled = bundled_model(variant="int8_step")
+    before = bundled.read_bytes()
+    result = run_kws("tune", str(bundled), "--data", str(small_speech_commands), "--minutes", "0.5")
+    assert result.returncode == 1 and "inside the installed kws package" in result.stderr
+    assert "--out" in result.stderr and "Traceback" not in result.stderr
+    copy = tmp_path / "tuned.tflite"
+    tuning = tune_model(
+        bundled, small_speech_commands, target_false_alarms_per_hour=50, minutes=0.5, out=copy
+    )
+    assert bundled.read_bytes() == before
+    assert load_runner(copy).info.extra["thresholds"] == tuning["thresholds"]
+    x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)
+    assert np.array_equal(load_runner(copy).invoke(x), load_runner(bundled).invoke(x))
