@@ -43,6 +43,12 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+# What a header may ask of us: rates that resampling turns into a sane amount of audio.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384000
+MAX_CHANNELS = 64
+
+
 def _wav_truncation(path: Path, file_size: int) -> str | None:
     """Return a message if a RIFF/WAVE file's data chunk claims more bytes than the file has.
 
@@ -98,6 +104,13 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         raise AudioError(f"{path}: not an audio file, or a format libsndfile cannot read ({e})") from None
     if info.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        # A header's rate sets how much resampling makes of the samples: 1 Hz would make 16,000x.
+        raise AudioError(
+            f"{path}: sample rate {info.samplerate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
+    if info.channels > MAX_CHANNELS:
+        raise AudioError(f"{path}: {info.channels} channels; at most {MAX_CHANNELS} are read")
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,9 +98,16 @@ class FrontendConfig:
     centre_clips: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         problems = []
-        if self.sample_rate <= 0:
-            problems.append("sample_rate must be positive")
+        if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
+            problems.append(f"sample_rate must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+        if self.n_fft > MAX_N_FFT:
+            problems.append(f"n_fft must be at most {MAX_N_FFT}")
+        if not 0 < self.n_mels <= MAX_N_MELS:
+            problems.append(f"n_mels must be 1-{MAX_N_MELS}")
+        if not 0 < self.clip_ms <= MAX_CLIP_MS:
+            problems.append(f"clip_ms must be above 0 and at most {MAX_CLIP_MS:g}")
         if not 0 < self.hop_length <= self.window_length:
             problems.append("hop must be positive and no longer than the window")
         if self.n_fft < self.window_length or self.n_fft & (self.n_fft - 1):
@@ -172,8 +180,8 @@ class FrontendConfig:
             raise FrontendError(f"unknown front-end config keys: {', '.join(unknown)}")
         values = dict(d)
         for key in ("mean", "std"):
-            if values.get(key) is not None:
-                values[key] = tuple(float(v) for v in values[key])
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def to_json(self) -> str:
@@ -186,6 +194,38 @@ class FrontendConfig:
         return cls.from_dict(parse_json_object(text, "front-end config", FrontendError))
 
 
+def _check_types(config: FrontendConfig) -> None:
+    """Refuse values of the wrong type or not finite (metadata is read from files), in one error."""
+    problems = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in ("mean", "std"):
+            ok = value is None or (
+                isinstance(value, tuple)
+                and all(
+                    isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) for v in value
+                )
+            )
+        elif f.type in ("int", int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif f.type in ("float", float):
+            ok = isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+        elif f.type in ("bool", bool):
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            problems.append(f"{f.name} = {value!r}")
+    if problems:
+        raise FrontendError("invalid front-end config: wrong type or not finite: " + ", ".join(problems))
+
+
+# Bounds on what a model's metadata may ask the front-end to allocate and compute.
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+MAX_N_FFT = 4096
+MAX_N_MELS = 128
+MAX_CLIP_MS = 10000.0
 MEL_TRIANGLES = ("hz", "mel")
 LOGS = ("ln", "pixel")
 # The images' scale: 10 ln(1 + e / floor), about 2.3 pixels per dB, saturating at 8 bits.

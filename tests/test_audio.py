@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,21 @@ def test_8bit_is_widened_with_warning(clip: Path, tmp_path: Path) -> None:
     assert np.abs(audio - load_audio(clip)).max() < 2 / 128
 
 
+def _wav_claiming_rate(path: Path, source: Path, rate: int) -> None:
+    """A copy of a 16-bit WAV whose header claims another sample rate (and matching byte rate)."""
+    data = bytearray(source.read_bytes())
+    assert data[:4] == b"RIFF" and data[12:16] == b"fmt "
+    data[24:28] = struct.pack("<I", rate)
+    data[28:32] = struct.pack("<I", rate * 2)
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda p, src: None, "file not found"),
+        (lambda p, src: _wav_claiming_rate(p, src, 1), "sample rate 1 Hz is outside 4000-384000 Hz"),
+        (lambda p, src: _wav_claiming_rate(p, src, 16_000_000), "sample rate 16000000 Hz is outside"),
         (lambda p, src: p.write_bytes(b""), "file is empty"),
         (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
         (lambda p, src: p.write_bytes(src.read_bytes()[:40]), "truncated"),
@@ -69,7 +81,17 @@ def test_8bit_is_widened_with_warning(clip: Path, tmp_path: Path) -> None:
         (lambda p, src: sf.write(p, np.zeros(0, dtype=np.float32), 16000), "no audio samples"),
         (lambda p, src: p.mkdir(), "not a file"),
     ],
-    ids=["missing", "empty", "truncated-data", "truncated-header", "not-audio", "zero-length", "directory"],
+    ids=[
+        "missing",
+        "1-hz-header",
+        "16-mhz-header",
+        "empty",
+        "truncated-data",
+        "truncated-header",
+        "not-audio",
+        "zero-length",
+        "directory",
+    ],
 )
 def test_bad_input_gives_one_line_error_naming_file(make, message: str, clip: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"

@@ -159,6 +159,17 @@ def test_config_json_round_trip() -> None:
         ({"hop_ms": 50.0}, "hop"),
         ({"mean": (0.0,) * 10}, "together"),
         ({"mean": (0.0,) * 3, "std": (1.0,) * 3}, "10 values"),
+        # Metadata read from a file: sizes that would allocate gigabytes, wrong types, NaN.
+        ({"n_fft": 2**28}, "n_fft must be at most 4096"),
+        ({"sample_rate": 16_000_000}, "sample_rate must be 8000-192000 Hz"),
+        ({"n_mels": 10**6}, "n_mels must be 1-128"),
+        ({"clip_ms": 1e9}, "clip_ms must be above 0 and at most 10000"),
+        ({"sample_rate": "16000"}, "wrong type or not finite: sample_rate = '16000'"),
+        ({"log_floor": float("nan")}, "wrong type or not finite: log_floor = nan"),
+        ({"mean": ["a"] * 10, "std": [1.0] * 10}, "wrong type or not finite: mean"),
+        ({"std": [1.0] * 9 + [float("inf")], "mean": [0.0] * 10}, "wrong type or not finite: std"),
+        ({"centre_clips": 1}, "wrong type or not finite: centre_clips = 1"),
+        ({"mean": 3.0, "std": 1.0}, "wrong type or not finite: mean = 3.0, std = 1.0"),
     ],
 )
 def test_invalid_config_is_refused(change: dict[str, object], message: str) -> None:
