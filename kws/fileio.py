@@ -14,8 +14,8 @@ from kws.errors import KwsError
 
 # The process's umask, read once: os.umask() can only read it by setting it, which is not
 # safe while other threads create files.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 @contextlib.contextmanager
@@ -42,7 +42,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     try:
         yield tmp
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        tmp.chmod(0o666 & ~_UMASK)
+        tmp.chmod(0o666 & ~UMASK)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import io
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
+
+import pytest
 
 
 def run_kws(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -24,3 +29,26 @@ def make_tar_gz(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def need(
+    package: str, *, program: str | None = None, library: str | None = None, path: str | None = None
+) -> None:
+    """Skip a test whose Debian ``package`` is missing, with a one-line reason naming it.
+
+    ``program`` (on PATH), ``library`` (as ``ctypes.util.find_library`` names it) or
+    ``path`` (a file the package installs) shows whether it is installed. ``.ci/run``
+    installs every such package and sets ``KWS_REQUIRE_SYSTEM_PACKAGES=1``, which turns the
+    skip into a failure there.
+    """
+    if program is not None:
+        what, found = program, shutil.which(program) is not None
+    elif library is not None:
+        what, found = f"lib{library}", ctypes.util.find_library(library) is not None
+    else:
+        what, found = str(path), path is not None and os.path.exists(path)
+    if not found:
+        message = f"needs Debian's {package} ({what} not found; .ci/run installs it)"
+        if os.environ.get("KWS_REQUIRE_SYSTEM_PACKAGES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -148,3 +148,27 @@ def test_closed_output_pipe_ends_quietly(speech_commands: Path) -> None:
 def test_bad_numbers_are_argument_errors(args: list[str], message: str) -> None:
     result = run_kws(*args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_replaces_only_what_it_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "fw"
+    assert run_kws("export", "--out", str(out)).returncode == 0
+    (out / "main.c").write_text("/* the user's own file */\n")
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "kws_export.json" in first and oct((out / "model_data.c").stat().st_mode & 0o777) == oct(0o644)
+    # Unchanged files of the earlier export are replaced; the user's own file stays.
+    again = run_kws("export", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    # An exported file the user edited is never overwritten, and nothing else is touched.
+    (out / "kws_frontend.c").write_text("/* tuned by hand */\n")
+    edited = run_kws("export", "--out", str(out))
+    assert (
+        edited.returncode == 1 and "kws_frontend.c exists and was not written by kws export" in edited.stderr
+    )
+    assert (out / "kws_frontend.c").read_text() == "/* tuned by hand */\n"
+    # An export without a manifest (an older kws, or the user's folder) counts as the user's.
+    (out / "kws_frontend.c").write_bytes(first["kws_frontend.c"])
+    (out / "kws_export.json").unlink()
+    assert "exists and was not written by kws export" in run_kws("export", "--out", str(out)).stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left

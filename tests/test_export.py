@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from helpers import need
 
 from kws.artifact import ModelError, embed_metadata, read_metadata, tflite_ops
 from kws.audio import load_audio
@@ -78,6 +79,7 @@ def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _build(summary: ExportSummary, harness: str, sources: list[str], out: Path) -> Path:
     """A harness from tests/firmware/ built with exported C files (system cc, C99, warnings as errors)."""
+    need("gcc", program="cc")
     exe = out / harness.removesuffix(".c")
     d = summary.out_dir
     command = [*HOST_CC, "-I", str(d), "-o", str(exe), str(HARNESS / harness), *(str(d / s) for s in sources)]
@@ -218,6 +220,8 @@ def _arm_size(objects: list[Path]) -> dict[str, tuple[int, int, int]]:
 
 
 def test_cortex_m4f_cross_compile_and_memory_figures(exported: ExportSummary, tmp_path: Path) -> None:
+    need("gcc-arm-none-eabi", program="arm-none-eabi-gcc")
+    need("libnewlib-arm-none-eabi", path="/usr/lib/arm-none-eabi/include/stdint.h")
     d = exported.out_dir
     sources = [d / "kws_fft.c", d / "kws_frontend.c", d / "kws_frontend_tables.c", d / "kws_posterior.c"]
     sources += [d / "model_data.c", HARNESS / "ram_probe.c"]

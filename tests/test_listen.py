@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_kws
+from helpers import need, run_kws
 
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
@@ -32,9 +31,9 @@ GAP = 1.5  # seconds of silence between clips
 @pytest.fixture(scope="module")
 def microphone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PulseAudio daemon whose null sink's monitor is the default source; yields the device name."""
-    for tool in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: install Debian's pulseaudio (.ci/run does)")
+    need("libportaudio2", library="portaudio")
+    need("pulseaudio", program="pulseaudio")
+    need("pulseaudio-utils", program="paplay")
     runtime = tmp_path_factory.mktemp("pulse")
     with pytest.MonkeyPatch.context() as mp:
         # A daemon of our own, whatever else runs on the machine; clients find it by this path.
