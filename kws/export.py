@@ -37,7 +37,7 @@ from kws.errors import KwsError
 from kws.features import PIXEL_MAX, PIXEL_SCALE, FrontendConfig, dct_matrix, hann_window, mel_weights
 from kws.fileio import UMASK, write_text_atomic
 from kws.runtime import load_runner, tflm_arena_bytes
-from kws.stream import Detector
+from kws.stream import REARM_MARGIN, Detector
 
 FIRMWARE_DIR = Path(str(files("kws") / "firmware_export"))
 # Copied unchanged into every export (the README is filled in from README.template.md).
@@ -424,6 +424,7 @@ def _model_data_files(
         ("KWS_HOP_FRAMES", str(streaming.hop_frames), "whole-clip model: frames between runs"),
         ("KWS_SMOOTHING_WINDOW", str(streaming.smoothing_window), "posteriors averaged"),
         ("KWS_REFRACTORY_SECONDS", _c_double(streaming.refractory), "quiet after an event"),
+        ("KWS_REARM_MARGIN", _c_double(REARM_MARGIN), "re-armed this far below the threshold"),
         ("KWS_FRAME_SECONDS", _c_double(streaming.frame_seconds), "hop in seconds"),
         ("KWS_WINDOW_SECONDS", _c_double(streaming.window_seconds), "window in seconds"),
     ]

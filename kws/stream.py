@@ -31,6 +31,10 @@ from kws.features import StreamingFrontend
 from kws.runtime import Runner, load_runner
 
 DEFAULT_THRESHOLD = 0.6
+# A keyword that fired is re-armed once its average falls this far below its threshold: a
+# posterior the model holds right at the threshold (int8 steps of 1/256) would otherwise
+# flicker across it and fire again after the refractory period.
+REARM_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,10 @@ class PosteriorSmoother:
 
     A keyword fires when its smoothed probability is the largest and reaches its
     threshold, and then not again until that probability has fallen back below the
-    threshold: a word fires once however long the model holds its posterior (the step
-    model's state keeps a word for up to a reset period, measured: a second event 1.0 s
-    after the first on most words without this).
+    threshold by ``REARM_MARGIN``: a word fires once however long the model holds its
+    posterior (the step model's state keeps a word for up to a reset period, measured: a
+    second event 1.0 s after the first on most words without re-arming; and a held
+    posterior at 0.95 against a threshold of 0.95 fired twice without the margin).
 
     Parameters
     ----------
@@ -101,7 +106,7 @@ class PosteriorSmoother:
         """Add one posterior vector taken at ``time``; return an event if one fires."""
         self.history.append(np.asarray(probabilities, dtype=np.float64))
         smoothed = np.mean(self.history, axis=0)
-        self.armed |= smoothed < self.thresholds
+        self.armed |= smoothed < self.thresholds - REARM_MARGIN
         best = int(np.argmax(smoothed))
         if (
             smoothed[best] < self.thresholds[best]

@@ -27,7 +27,7 @@ from kws.audio import word_extent
 from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
 from kws.errors import DataError
 from kws.evaluate import keywords_of
-from kws.stream import Detection, Detector, PosteriorSmoother
+from kws.stream import REARM_MARGIN, Detection, Detector, PosteriorSmoother
 
 
 @dataclass(frozen=True)
@@ -223,12 +223,13 @@ def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detect
     """The events the detector gives on the traced stream with these thresholds."""
     smoother = PosteriorSmoother(trace.labels, thresholds, window=1, refractory=trace.refractory)
     # Feed only the frames that can change the outcome: those whose top label is a keyword
-    # at or above its threshold (they may fire), and those where a keyword falls below its
-    # threshold (they re-arm it). Every other frame leaves the smoother's state as it is.
+    # at or above its threshold (they may fire), and those where a keyword falls into its
+    # re-arming range (they re-arm it). Every other frame leaves the smoother's state as it is.
     above = trace.smoothed >= smoother.thresholds
     fires = above[np.arange(len(above)), np.argmax(trace.smoothed, axis=1)]
+    low = trace.smoothed < smoother.thresholds - REARM_MARGIN
     falls = np.zeros_like(fires)
-    falls[1:] = np.any(above[:-1] & ~above[1:], axis=1)
+    falls[1:] = np.any(~low[:-1] & low[1:], axis=1)
     candidates = np.flatnonzero(fires | falls)
     return [e for i in candidates if (e := smoother.push(trace.smoothed[i], float(trace.times[i])))]
 

@@ -82,8 +82,12 @@ class TrainConfig:
         extracted folder, trained on beside ``data``; needs the ``logmel_image`` front-end.
     negatives : tuple of str
         Folders of non-keyword speech (any audio files, at any depth), trained on as
-        ``_unknown_``: 1-s windows cut at random each epoch. A fixed 10% of each folder's
-        files (by name hash) is held out for validation.
+        ``_unknown_``. A fixed 10% of each folder's files (by name hash) is held out for
+        validation.
+    negative_hop_s : float or None
+        Each epoch, every training recording of ``negatives`` gives 1-s windows this far
+        apart, from a random start (the number of windows stays the same); None: one 1-s
+        window at a random place.
     arch : {"lstm", "gru", "dscnn"}
     keywords : tuple of str
         Words to spot; all others are ``_unknown_``.
@@ -108,6 +112,7 @@ class TrainConfig:
     data: str
     images: str | None = None
     negatives: tuple[str, ...] = ()
+    negative_hop_s: float | None = None
     arch: str = "lstm"
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     epochs: int = 40
@@ -153,11 +158,28 @@ class TrainingData:
     val_x: np.ndarray  # (m, frames, n_mfcc)
     val_y: np.ndarray
     val_sources: dict[str, slice]
+    negative_hop: int | None  # samples between a negative recording's training windows
+
+    def negative_starts(self, audio: np.ndarray, rng: np.random.Generator | None = None) -> list[int]:
+        """Where this epoch's 1-s training windows of a negative recording start (rng None: from 0).
+
+        With ``negative_hop`` None, one window at a random place; otherwise windows
+        ``negative_hop`` apart from a random offset small enough to keep their number fixed.
+        """
+        n = self.frontend.clip_samples
+        slack = max(len(audio) - n, 0)
+        if self.negative_hop is None:
+            return [0 if rng is None else int(rng.integers(0, slack + 1))]
+        count = 1 + slack // self.negative_hop
+        spare = slack - (count - 1) * self.negative_hop
+        offset = 0 if rng is None else int(rng.integers(0, spare + 1))
+        return [offset + k * self.negative_hop for k in range(count)]
 
     @property
     def train_y(self) -> np.ndarray:
         image_y = self.images.labels if self.images is not None else np.zeros(0, dtype=int)
-        negative_y = np.full(len(self.negatives), self.labels.index(UNKNOWN))
+        windows = sum(len(self.negative_starts(a)) for a in self.negatives)
+        negative_y = np.full(windows, self.labels.index(UNKNOWN))
         return np.concatenate([image_y, self.train_audio_y, negative_y]).astype(int)
 
 
@@ -242,6 +264,7 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
         np.concatenate([x for _, x, _ in val_parts]),
         np.concatenate([y for _, _, y in val_parts]).astype(int),
         sources,
+        None if config.negative_hop_s is None else round(config.negative_hop_s * frontend.sample_rate),
     )
 
 
@@ -278,8 +301,8 @@ def augmented_features(data: TrainingData, config: TrainConfig, epoch: int, chun
     parts.append(np.stack([_audio_example(a, data, rng, config) for a in data.train_audio]))
     n = data.frontend.clip_samples
     for audio in data.negatives:
-        start = int(rng.integers(0, max(len(audio) - n, 0) + 1))
-        parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
+        for start in data.negative_starts(audio, rng):
+            parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
     x = np.concatenate(parts)
     return np.stack([mask_features(f, rng, config.augment) for f in x])
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import run_kws
 
 from kws.bundled import MODELS, MODELS_DIR, bundled_model, sample_clips
-from kws.evaluate import agreement, evaluate, load_features
+from kws.evaluate import agreement, evaluate, false_accepts, load_features
 from kws.runtime import load_runner
 
 CARD = json.loads((MODELS_DIR / "card.json").read_text())
@@ -33,11 +33,23 @@ def test_bundled_model_meets_its_model_card_on_the_benchmark(name: str, variant:
     assert set(litert.info.extra["thresholds"]) == set(litert.info.labels[2:])
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_bundled_false_accepts_on_the_measuring_phrase_are_the_cards(name: str, test12: Path) -> None:
+    """ "jarvis" was never trained or tuned on: the card's figure is what the file does on it."""
+    jarvis = test12.parent / "negatives" / "picovoice" / "jarvis"
+    result = false_accepts(load_runner(bundled_model(name, "int8")), jarvis).to_dict()
+    card = CARD[name]["negatives"]
+    assert card["folder"] == "jarvis" and result["windows"] == card["windows"] > 1500
+    assert result["keyword_windows"] == card["keyword_windows"]
+
+
 def test_model_card_states_the_data_licence_and_the_measured_accuracy() -> None:
     card = (MODELS_DIR / "MODEL_CARD.md").read_text()
     assert "CC BY 4.0" in card and "arXiv:1804.03209" in card
     for name in MODELS:
         assert f"{CARD[name]['accuracy']['benchmark']['int8 litert']:.2%}" in card
+        assert f"{CARD[name]['negatives']['false_accept_rate']:.2%}" in card
+    assert "logmel_image" in card and '"jarvis" (384 recordings) is never trained or tuned on' in card
 
 
 def test_demo_prints_the_words_of_the_sample_clips() -> None:

@@ -114,6 +114,15 @@ def model_card(
         "its default (deterministic on the CPU), then `kws tune` for the thresholds:",
         "",
     ]
+    for name, r in reports.items():
+        c = r["config"]
+        lines.append(
+            f"- `{name}`: {r['arch']}, {r['params']:,} parameters; {c['epochs']} epochs (best {r['training']['best_epoch']}), "
+            f"batch {c['batch_size']}, learning rate {c['learning_rate']} (cosine), dropout {c['dropout']}, "
+            f"seed {c['seed']}; negative windows every {c.get('negative_hop_s') or 'once'} s; "
+            f"augmentation {json.dumps(c['augment'])}; "
+            f"{r['training']['seconds'] / 60:.1f} min of training on a 2-core CPU."
+        )
     lines += ["", "## Accuracy (measured by `kws train`'s report)", ""]
     lines += [
         "| model | file | KB | validation | benchmark float | benchmark int8 LiteRT | benchmark int8 TFLM | TFLM = LiteRT (top-1, benchmark) |",

@@ -34,7 +34,7 @@ int kws_posterior_push(KwsPosterior *p, const float *probabilities, double time,
             sum += (double)p->history[(oldest + h) % KWS_SMOOTHING_WINDOW][i];
         }
         smoothed[i] = sum / p->n_history;
-        if (smoothed[i] < kws_thresholds[i]) {
+        if (smoothed[i] < kws_thresholds[i] - KWS_REARM_MARGIN) {
             p->armed[i] = 1;
         }
         if (smoothed[i] > smoothed[best]) {

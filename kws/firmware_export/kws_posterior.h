@@ -3,8 +3,8 @@
  *
  * A label fires when its moving average over the last KWS_SMOOTHING_WINDOW posteriors is
  * the largest of all labels and reaches its threshold (kws_thresholds[]; the silence and
- * unknown labels have an infinite one and never fire), it has fallen below that threshold
- * since it last fired (re-armed), and at least KWS_REFRACTORY_SECONDS have passed since
+ * unknown labels have an infinite one and never fire), it has fallen KWS_REARM_MARGIN
+ * below that threshold since it last fired (re-armed), and at least KWS_REFRACTORY_SECONDS have passed since
  * the last event of any label. Averages are computed in double, as Python does, so that
  * a value at a threshold is decided the same way on both sides. */
 #ifndef KWS_POSTERIOR_H
