@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=str(args.data),
         images=None if args.images is None else str(args.images),
         negatives=tuple(str(p) for p in args.negatives),
+        negative_hop_s=args.negative_hop,
         arch=args.arch,
         keywords=args.keywords,
         epochs=args.epochs,
@@ -428,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a folder of non-keyword speech trained on as _unknown_ (repeatable; 10%% held out for validation)",
+    )
+    train.add_argument(
+        "--negative-hop",
+        type=_positive(float),
+        help="train on every 1-s window of each negative recording, this many seconds apart "
+        "(default: one window a recording each epoch)",
     )
     train.add_argument(
         "--frontend",
