@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from helpers import run_kws
 
 from kws.artifact import read_metadata, tflite_ops
 from kws.evaluate import evaluate, load_features
-from kws.features import FrontendConfig
+from kws.features import FRONTENDS, FrontendConfig
 from kws.runtime import load_runner
 
 
@@ -199,3 +200,22 @@ def test_run_trains_on_images_audio_and_negatives(tiny_run: Path, report: dict) 
     # The union is the clip-weighted mean of its sources.
     assert min(sources.values()) <= report["accuracy"]["validation"]["int8 litert"] <= max(sources.values())
     assert "Validation by source" in (tiny_run / "report.md").read_text()
+
+
+def test_negative_windows_per_epoch_keep_their_number_and_stay_inside() -> None:
+    from kws.train import TrainingData
+
+    data = TrainingData.__new__(TrainingData)
+    data.frontend = FRONTENDS["logmel_image"]
+    rng = np.random.default_rng(0)
+    for hop, length in [(8000, 40_000), (8000, 16_000), (8000, 9_000), (None, 40_000), (None, 9_000)]:
+        data.negative_hop = hop
+        counts = set()
+        for _ in range(50):
+            starts = data.negative_starts(np.zeros(length), rng)
+            counts.add(len(starts))
+            assert all(s >= 0 and (s + 16000 <= length or (length <= 16000 and s == 0)) for s in starts)
+            assert all(b - a == hop for a, b in itertools.pairwise(starts))
+        assert counts == {len(data.negative_starts(np.zeros(length)))}
+    data.negative_hop = 8000
+    assert len(data.negative_starts(np.zeros(40_000))) == 4  # 0, 0.5, 1.0, 1.5 s
