@@ -119,8 +119,13 @@ def model_card(
         lines.append(
             f"- `{name}`: {r['arch']}, {r['params']:,} parameters; {c['epochs']} epochs (best {r['training']['best_epoch']}), "
             f"batch {c['batch_size']}, learning rate {c['learning_rate']} (cosine), dropout {c['dropout']}, "
-            f"seed {c['seed']}; negative windows every {c.get('negative_hop_s') or 'once'} s; "
-            f"augmentation {json.dumps(c['augment'])}; "
+            f"seed {c['seed']}; "
+            + (
+                f"negative windows every {c['negative_hop_s']} s; "
+                if c.get("negative_hop_s")
+                else "one negative window a recording each epoch; "
+            )
+            + f"augmentation {json.dumps(c['augment'])}; "
             f"{r['training']['seconds'] / 60:.1f} min of training on a 2-core CPU."
         )
     lines += ["", "## Accuracy (measured by `kws train`'s report)", ""]
