@@ -111,12 +111,13 @@ def test_export_never_replaces_a_readme_it_did_not_write(tmp_path: Path) -> None
 
 def test_sigterm_exits_143_after_cleaning_up_like_ctrl_c(test12: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kws", "eval", "--data", str(test12), "--runtime", "tflm"],
+        # A long job (minutes): it is surely still running when the signal comes.
+        [sys.executable, "-m", "kws", "bench", "--data", str(test12), "--minutes", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)  # importing and reading clips
+    time.sleep(5)  # importing and reading clips
     assert proc.poll() is None
     proc.terminate()
     _, stderr = proc.communicate(timeout=60)
