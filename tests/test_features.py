@@ -235,8 +235,8 @@ def test_image_frontend_reproduces_the_full_sets_images(speech_commands: Path) -
         buffer = io.BytesIO()
         Image.fromarray(ours.astype(np.uint8)).save(buffer, "JPEG", quality=75)
         recompressed.append(np.abs(np.asarray(Image.open(buffer), dtype=np.float64) - image).mean())
-    # Measured on these 120 pairs: 3.3 pixels mean absolute difference (JPEG quality 75 alone
-    # moves an exact image by 3.2); compressed like the images, 1.4 pixels.
+    # Measured on these 120 pairs: 3.4 pixels mean absolute difference, at most 3.9 (JPEG
+    # quality 75 alone moves our exact image by 3.3); compressed like the images, 1.4, at most 2.3.
     assert np.mean(raw) < 3.8 and max(raw) < 5.0
     assert np.mean(recompressed) < 1.8 and max(recompressed) < 3.0
 
