@@ -122,7 +122,8 @@ def test_sigterm_exits_143_after_cleaning_up_like_ctrl_c(test12: Path) -> None:
     proc.terminate()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert stderr.rstrip().endswith("kws: terminated") and "Traceback" not in stderr
+    # Progress bars may still be cleared after it: the line is there, and no traceback.
+    assert "kws: terminated" in [line.strip() for line in stderr.splitlines()] and "Traceback" not in stderr
 
 
 def test_closed_output_pipe_ends_quietly(speech_commands: Path) -> None:
