@@ -184,6 +184,7 @@ def _detector(args: argparse.Namespace) -> Detector:
         smoothing=args.smoothing,
         refractory=args.refractory,
         reset_every=args.reset_every,
+        copies=args.copies,
     )
 
 
@@ -283,7 +284,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from kws.bundled import STREAMING_VARIANT, bundled_model
     from kws.export import export, format_summary
 
-    print(format_summary(export(args.model or bundled_model(variant=STREAMING_VARIANT), args.out)))
+    model = args.model or bundled_model(variant=STREAMING_VARIANT)
+    print(format_summary(export(model, args.out, copies=args.copies, reset_every=args.reset_every)))
     return 0
 
 
@@ -372,15 +374,29 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds of quiet after a detection",
     )
+    _streaming_arguments(parser, copies=2, reset_every=75)
+
+
+def _streaming_arguments(parser: argparse.ArgumentParser, *, copies: int, reset_every: int) -> None:
+    """A step model's stateful streaming: how many copies, reset how often."""
     parser.add_argument(
         "--reset-every",
+        type=_positive(int, allow_zero=True),
+        default=reset_every,
+        help=f"stateful mode: reset each step-model copy every N frames (0: one copy, never reset; default {reset_every})",
+    )
+    parser.add_argument(
+        "--copies",
         type=int,
-        default=75,
-        help="stateful mode: two staggered step models, each reset every N frames (0: one, never reset)",
+        choices=(1, 2),
+        default=copies,
+        help=f"stateful mode: 2 staggered copies (no word cut by a reset) or 1 (half the work; default {copies})",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY
+
     parser = argparse.ArgumentParser(prog="kws", description="Keyword spotting for microcontrollers.")
     parser.add_argument("--version", action="version", version=f"kws {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -540,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the bundled LSTM step model)",
     )
     exp.add_argument("--out", type=Path, required=True, help="folder to write into")
+    _streaming_arguments(exp, copies=FIRMWARE_COPIES, reset_every=FIRMWARE_RESET_EVERY)
     exp.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="run the bundled model on the bundled sample clips (start here)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from kws.artifact import ModelInfo, embed_metadata, widen_lstm_cell_scales
+from kws.artifact import ModelInfo, embed_metadata, slices_to_reshapes, widen_lstm_cell_scales
 from kws.fileio import atomic_path, write_bytes_atomic
 from kws.model import build, copy_weights, keras, save_h5
 
@@ -130,6 +130,7 @@ def export_models(
 
         paths["int8_step"] = out_dir / STEP_FILE
         write_bytes_atomic(
-            paths["int8_step"], embed_metadata(to_tflite(step, frames_in_order), info.with_kind("step"))
+            paths["int8_step"],
+            embed_metadata(slices_to_reshapes(to_tflite(step, frames_in_order)), info.with_kind("step")),
         )
     return paths

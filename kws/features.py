@@ -444,22 +444,29 @@ def fit_clip(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
     return np.pad(audio, (0, n - len(audio)))
 
 
-def clip_log_mel(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
-    """Log mel frames of one model input, shape (clip_frames, n_mels), float64.
+def clip_layout(audio: np.ndarray, config: FrontendConfig) -> tuple[np.ndarray, int]:
+    """How one clip becomes a model input: the samples its frames come from, and the
+    number of frames of digital silence before them (frames of silence also fill the
+    input up to ``config.clip_frames`` after them).
 
-    With ``centre_clips``, trailing zeros are stripped and a shorter clip's frames are
-    centred between frames of digital silence, ``(clip_frames - n) // 2`` of them first
-    (the images' layout); otherwise the clip is zero-padded or cut to ``clip_ms``.
+    With ``centre_clips``, trailing zeros are stripped, the clip is cut to ``clip_ms``,
+    and its ``n`` frames are centred: ``(clip_frames - n) // 2`` silent frames first (the
+    images' layout). Otherwise the clip is zero-padded or cut to ``clip_ms``, no lead.
     """
-    audio = np.asarray(audio, dtype=np.float64)
     if not config.centre_clips:
-        return log_mel(fit_clip(audio, config), config)
+        return fit_clip(audio, config), 0
     nonzero = np.flatnonzero(audio)
     audio = audio[: nonzero[-1] + 1 if len(nonzero) else 0][: config.clip_samples]
-    frames = log_mel(audio, config)
+    return audio, (config.clip_frames - frame_count(len(audio), config)) // 2
+
+
+def clip_log_mel(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
+    """Log mel frames of one model input, shape (clip_frames, n_mels), float64 (the
+    layout of :func:`clip_layout`)."""
+    samples, lead = clip_layout(np.asarray(audio, dtype=np.float64), config)
+    frames = log_mel(samples, config)
     out = np.repeat(log_energies(np.zeros((1, config.n_mels)), config), config.clip_frames, axis=0)
-    start = (config.clip_frames - len(frames)) // 2
-    out[start : start + len(frames)] = frames
+    out[lead : lead + len(frames)] = frames
     return out
 
 

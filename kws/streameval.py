@@ -27,7 +27,7 @@ from kws.audio import word_extent
 from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
 from kws.errors import DataError
 from kws.evaluate import keywords_of
-from kws.stream import REARM_MARGIN, Detection, Detector, PosteriorSmoother
+from kws.stream import Detection, Detector, PosteriorSmoother, moving_average
 
 
 @dataclass(frozen=True)
@@ -204,11 +204,11 @@ def record(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> Trace:
     for i in range(0, len(audio), chunk):
         for t, p in detector.posteriors(audio[i : i + chunk]):
             times.append(t)
-            raw.append(p.astype(np.float64))
+            raw.append(p)
     cpu = time.process_time() - start
-    window = detector.smoother.history.maxlen or 1
     # Same arithmetic as PosteriorSmoother.push: the mean of the last `window` posteriors.
-    smoothed = np.array([np.mean(raw[max(0, i - window + 1) : i + 1], axis=0) for i in range(len(raw))])
+    window = detector.smoother.history.maxlen or 1
+    smoothed = moving_average(np.array(raw, dtype=np.float32).reshape(len(raw), -1), window)
     return Trace(
         detector.smoother.labels,
         np.array(times),
@@ -227,7 +227,7 @@ def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detect
     # re-arming range (they re-arm it). Every other frame leaves the smoother's state as it is.
     above = trace.smoothed >= smoother.thresholds
     fires = above[np.arange(len(above)), np.argmax(trace.smoothed, axis=1)]
-    low = trace.smoothed < smoother.thresholds - REARM_MARGIN
+    low = trace.smoothed < smoother.rearm_levels
     falls = np.zeros_like(fires)
     falls[1:] = np.any(~low[:-1] & low[1:], axis=1)
     candidates = np.flatnonzero(fires | falls)

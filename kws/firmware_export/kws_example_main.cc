@@ -61,7 +61,7 @@ int main() {
         fprintf(stderr, "kws: invoke failed\n");
         return 1;
       }
-      if (ready && kws_posterior_push(&g_posterior, probabilities, kws_frame_time(frame), &event)) {
+      if (ready && kws_posterior_push(&g_posterior, probabilities, frame, &event)) {
         printf("%s %.3f %.4f\n", kws_labels[event.label], event.time, event.score);
       }
     }

@@ -2,13 +2,20 @@
  * then one split pass separates the two halves: half the work and no extra buffer. */
 #include "kws_fft.h"
 
-/* In-place iterative radix-2 FFT of m complex values (re, im interleaved). The twiddle
- * for a butterfly span of len is exp(-2 pi i j / len) = twiddles[j * stride] with the
- * n = 2m table, so one table serves the complex FFT and the split pass. */
+/* z[i] * w (complex). */
+#define CMUL_RE(zr, zi, wr, wi) ((zr) * (wr) - (zi) * (wi))
+#define CMUL_IM(zr, zi, wr, wi) ((zr) * (wi) + (zi) * (wr))
+
+/* In-place iterative FFT of m complex values (re, im interleaved), m a power of two:
+ * decimation in time from bit-reversed order, two radix-2 stages (spans L and 2L) per
+ * pass over memory, so each value is loaded and stored half as often (a radix-2^2
+ * butterfly: four points, twiddles W_2L^2k and W_2L^k, the second times -i for the odd
+ * pair). The twiddle exp(-2 pi i j / len) is twiddles[j * 2m / len] of the n = 2m
+ * table, so one table serves this FFT and the real-input split pass. */
 static void complex_fft(float *z, size_t m, const float *twiddles)
 {
-    size_t i, j = 0;
-    for (i = 0; i + 1 < m; i++) {  /* bit-reversal permutation */
+    size_t i, j = 0, len = 1;
+    for (i = 0; i + 1 < m; i++) { /* bit-reversal permutation */
         size_t bit = m >> 1;
         if (i < j) {
             float re = z[2 * i], im = z[2 * i + 1];
@@ -23,13 +30,53 @@ static void complex_fft(float *z, size_t m, const float *twiddles)
         }
         j |= bit;
     }
-    for (size_t len = 2; len <= m; len <<= 1) {
-        size_t half = len >> 1, stride = 2 * m / len;
-        for (size_t start = 0; start < m; start += len) {
+    if (m >= 4) { /* spans 2 and 4: twiddles 1 and -i, no multiplications */
+        for (i = 0; i < 2 * m; i += 8) {
+            float *p = z + i;
+            float a0r = p[0] + p[2], a0i = p[1] + p[3], a1r = p[0] - p[2], a1i = p[1] - p[3];
+            float a2r = p[4] + p[6], a2i = p[5] + p[7], a3r = p[4] - p[6], a3i = p[5] - p[7];
+            p[0] = a0r + a2r;
+            p[1] = a0i + a2i;
+            p[4] = a0r - a2r;
+            p[5] = a0i - a2i;
+            p[2] = a1r + a3i; /* a1 + (-i) a3 */
+            p[3] = a1i - a3r;
+            p[6] = a1r - a3i;
+            p[7] = a1i + a3r;
+        }
+        len = 4;
+    }
+    for (; 4 * len <= m; len *= 4) { /* spans 2L and 4L, L = len */
+        size_t half = len, stride = 2 * m / (4 * len); /* twiddle index step for span 4L */
+        for (size_t start = 0; start < m; start += 4 * len) {
             for (size_t k = 0; k < half; k++) {
-                float wr = twiddles[2 * k * stride], wi = twiddles[2 * k * stride + 1];
-                float *a = z + 2 * (start + k), *b = z + 2 * (start + k + half);
-                float tr = b[0] * wr - b[1] * wi, ti = b[0] * wi + b[1] * wr;
+                float *p0 = z + 2 * (start + k), *p1 = p0 + 2 * len, *p2 = p1 + 2 * len, *p3 = p2 + 2 * len;
+                const float *w2 = twiddles + 4 * k * stride; /* W_2L^k = W_4L^2k */
+                const float *w1 = twiddles + 2 * k * stride; /* W_4L^k */
+                float b1r = CMUL_RE(p1[0], p1[1], w2[0], w2[1]), b1i = CMUL_IM(p1[0], p1[1], w2[0], w2[1]);
+                float b3r = CMUL_RE(p3[0], p3[1], w2[0], w2[1]), b3i = CMUL_IM(p3[0], p3[1], w2[0], w2[1]);
+                float a0r = p0[0] + b1r, a0i = p0[1] + b1i, a1r = p0[0] - b1r, a1i = p0[1] - b1i;
+                float a2r = p2[0] + b3r, a2i = p2[1] + b3i, a3r = p2[0] - b3r, a3i = p2[1] - b3i;
+                float c2r = CMUL_RE(a2r, a2i, w1[0], w1[1]), c2i = CMUL_IM(a2r, a2i, w1[0], w1[1]);
+                float c3r = CMUL_RE(a3r, a3i, w1[0], w1[1]), c3i = CMUL_IM(a3r, a3i, w1[0], w1[1]);
+                p0[0] = a0r + c2r;
+                p0[1] = a0i + c2i;
+                p2[0] = a0r - c2r;
+                p2[1] = a0i - c2i;
+                p1[0] = a1r + c3i; /* a1 + (-i) c3 */
+                p1[1] = a1i - c3r;
+                p3[0] = a1r - c3i;
+                p3[1] = a1i + c3r;
+            }
+        }
+    }
+    for (; len < m; len *= 2) { /* an odd number of stages: one radix-2 span 2L */
+        size_t stride = 2 * m / (2 * len);
+        for (size_t start = 0; start < m; start += 2 * len) {
+            for (size_t k = 0; k < len; k++) {
+                const float *w = twiddles + 2 * k * stride;
+                float *a = z + 2 * (start + k), *b = a + 2 * len;
+                float tr = CMUL_RE(b[0], b[1], w[0], w[1]), ti = CMUL_IM(b[0], b[1], w[0], w[1]);
                 b[0] = a[0] - tr;
                 b[1] = a[1] - ti;
                 a[0] += tr;

@@ -4,21 +4,10 @@
 
 #include <new>
 
-// TFLM's CMSIS-NN kernel for UNIDIRECTIONAL_SEQUENCE_LSTM (tflite-micro of 2026-08) starts
-// every invoke from a zero state: it keeps h and c in scratch memory, not in the model's
-// state tensors. A one-time-step model then forgets each frame as soon as it has seen it
-// (measured: 4% of clips given the right label). Build that one op with TFLM's reference
-// kernel (compile kernels/unidirectional_sequence_lstm.cc instead of
-// kernels/cmsis_nn/unidirectional_sequence_lstm.cc; CMSIS-NN still serves the other ops),
-// then define KWS_REFERENCE_LSTM. OPTIMIZED_KERNEL_DIR=cmsis_nn builds define CMSIS_NN.
-#if KWS_MODEL_IS_STEP && defined(CMSIS_NN) && !defined(KWS_REFERENCE_LSTM)
-#error "a step model needs TFLM's reference LSTM kernel, which keeps its state: see kws_model.cc"
-#endif
-
-TfLiteStatus KwsModel::Init(uint8_t* arena, size_t arena_bytes) {
+TfLiteStatus KwsModel::Init(uint8_t* arena, size_t arena_bytes, tflite::MicroProfilerInterface* profiler) {
   TF_LITE_ENSURE_STATUS(kws_register_ops(resolver_));
   const tflite::Model* model = tflite::GetModel(kws_model_data);
-  interpreter_ = new (storage_) tflite::MicroInterpreter(model, resolver_, arena, arena_bytes);
+  interpreter_ = new (storage_) tflite::MicroInterpreter(model, resolver_, arena, arena_bytes, nullptr, profiler);
   TF_LITE_ENSURE_STATUS(interpreter_->AllocateTensors());
   TfLiteTensor* input = interpreter_->input(0);
   TfLiteTensor* output = interpreter_->output(0);
@@ -46,11 +35,19 @@ TfLiteStatus KwsModel::Reset() { return interpreter_->Reset(); }
 
 size_t KwsModel::ArenaUsedBytes() const { return interpreter_->arena_used_bytes(); }
 
-TfLiteStatus KwsStreamModel::Init(uint8_t* const* arenas) {
+TfLiteStatus KwsStreamModel::Init(uint8_t* const* arenas, tflite::MicroProfilerInterface* profiler) {
   for (int i = 0; i < KWS_MODEL_COPIES; i++) {
-    TF_LITE_ENSURE_STATUS(copies_[i].Init(arenas[i], KWS_ARENA_BYTES));
+    TF_LITE_ENSURE_STATUS(copies_[i].Init(arenas[i], KWS_ARENA_BYTES, profiler));
   }
   return Reset();
+}
+
+size_t KwsStreamModel::ArenaUsedBytes() const {
+  size_t most = 0;
+  for (int i = 0; i < KWS_MODEL_COPIES; i++) {
+    most = copies_[i].ArenaUsedBytes() > most ? copies_[i].ArenaUsedBytes() : most;
+  }
+  return most;
 }
 
 TfLiteStatus KwsStreamModel::Reset() {

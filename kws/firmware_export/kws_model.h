@@ -14,8 +14,9 @@
 class KwsModel {
  public:
   // `arena`: KWS_ARENA_BYTES bytes (16-byte aligned) for this interpreter alone: the
-  // LSTM state lives in it, so two copies of the model need two arenas.
-  TfLiteStatus Init(uint8_t* arena, size_t arena_bytes);
+  // LSTM state lives in it, so two copies of the model need two arenas. `profiler`, if
+  // given, is told when each op starts and ends.
+  TfLiteStatus Init(uint8_t* arena, size_t arena_bytes, tflite::MicroProfilerInterface* profiler = nullptr);
   // One invoke on KWS_INPUT_SIZE quantised features; writes the KWS_N_LABELS
   // probabilities, dequantised as kws.runtime.dequantize does.
   TfLiteStatus Invoke(const int8_t* input, float* probabilities);
@@ -41,12 +42,16 @@ class KwsModel {
 class KwsStreamModel {
  public:
   // `arenas`: KWS_MODEL_COPIES arenas of KWS_ARENA_BYTES bytes each.
-  TfLiteStatus Init(uint8_t* const* arenas);
+  TfLiteStatus Init(uint8_t* const* arenas, tflite::MicroProfilerInterface* profiler = nullptr);
   // Starts a new stream.
   TfLiteStatus Reset();
   // Feeds one frame (KWS_N_MFCC quantised features). *ready says whether the model ran
   // on it, with its output in `probabilities`.
   TfLiteStatus Push(const int8_t* frame, float* probabilities, bool* ready);
+  // Copy i (0 <= i < KWS_MODEL_COPIES), e.g. to classify single clips with copy 0.
+  KwsModel* Copy(int i) { return &copies_[i]; }
+  // The most arena bytes any copy uses.
+  size_t ArenaUsedBytes() const;
 
  private:
   KwsModel copies_[KWS_MODEL_COPIES];

@@ -13,11 +13,12 @@ void kws_posterior_reset(KwsPosterior *p)
     p->last_event = -INFINITY;
 }
 
-int kws_posterior_push(KwsPosterior *p, const float *probabilities, double time, KwsEvent *event)
+int kws_posterior_push(KwsPosterior *p, const float *probabilities, uint32_t frame, KwsEvent *event)
 {
-    double smoothed[KWS_N_LABELS];
+    float best_score = -1.0f;
     unsigned int h, oldest;
     int i, best = 0;
+    double time;
 
     for (i = 0; i < KWS_N_LABELS; i++) {
         p->history[p->next][i] = probabilities[i];
@@ -26,30 +27,36 @@ int kws_posterior_push(KwsPosterior *p, const float *probabilities, double time,
     if (p->n_history < KWS_SMOOTHING_WINDOW) {
         p->n_history++;
     }
-    /* Summed oldest first, as NumPy's mean over the history does, then divided. */
+    /* Summed oldest first in float, then divided: kws.stream.moving_average's arithmetic. */
     oldest = (p->next + KWS_SMOOTHING_WINDOW - p->n_history) % KWS_SMOOTHING_WINDOW;
     for (i = 0; i < KWS_N_LABELS; i++) {
-        double sum = 0.0;
+        float sum = 0.0f, smoothed;
         for (h = 0; h < p->n_history; h++) {
-            sum += (double)p->history[(oldest + h) % KWS_SMOOTHING_WINDOW][i];
+            sum += p->history[(oldest + h) % KWS_SMOOTHING_WINDOW][i];
         }
-        smoothed[i] = sum / p->n_history;
-        if (smoothed[i] < kws_thresholds[i] - KWS_REARM_MARGIN) {
+        smoothed = sum / (float)p->n_history;
+        if (smoothed < kws_thresholds[i] - KWS_REARM_MARGIN) {
             p->armed[i] = 1;
         }
-        if (smoothed[i] > smoothed[best]) {
+        if (smoothed > best_score) {
             best = i; /* the first of equal maxima, as argmax */
+            best_score = smoothed;
         }
     }
-    if (smoothed[best] < kws_thresholds[best] || !p->armed[best] ||
-        time - p->last_event < KWS_REFRACTORY_SECONDS) {
+    if (best_score < kws_thresholds[best] || !p->armed[best]) {
+        return 0;
+    }
+    /* Only now, and rarely, the refractory test in double: Python's stream time. */
+    time = kws_frame_time(frame);
+    if (time - p->last_event < KWS_REFRACTORY_SECONDS) {
         return 0;
     }
     p->armed[best] = 0;
     p->last_event = time;
     event->label = best;
+    event->frame = frame;
     event->time = time;
-    event->score = smoothed[best];
+    event->score = best_score;
     return 1;
 }
 

@@ -15,7 +15,7 @@ int main(void)
     while (fread(&frame, sizeof(frame), 1, stdin) == 1 &&
            fread(probabilities, sizeof(float), KWS_N_LABELS, stdin) == KWS_N_LABELS) {
         KwsEvent event;
-        if (kws_posterior_push(&p, probabilities, kws_frame_time(frame), &event)) {
+        if (kws_posterior_push(&p, probabilities, frame, &event)) {
             printf("%d %.17g %.17g\n", event.label, event.time, event.score);
         }
     }
