@@ -441,10 +441,17 @@ class FirmwareReport:
         str, float
     ]  # mean per 20-ms frame: frontend, model, posterior, total, and the worst frame
     invoke_instructions: float  # mean per model invoke
+    frame_seconds: float
+    stream_frames: int
+    stream_invokes: int  # model invokes in the stream (every copy)
     ops: dict[str, tuple[int, int]]
     flash_bytes: int  # the firmware alone (kws_board_size.cc), from its linker map
     ram_bytes: int
     arena_used: int
+
+    @property
+    def invokes_per_frame(self) -> float:
+        return self.stream_invokes / max(self.stream_frames, 1)
 
     @property
     def events_match(self) -> bool:
@@ -539,6 +546,10 @@ def measure(
         "total": float(total.mean()),
         "worst": float(total.max()),
     }
+    if runner.info.kind == "step":
+        stream_invokes = len(r) * copies
+    else:
+        stream_invokes = max(0, len(r) - config.clip_frames + 1)  # windowed, every frame
     invokes = int(on_board.records["model"].size * (config.clip_frames if runner.info.kind == "step" else 1))
     return FirmwareReport(
         model=str(model),
@@ -550,8 +561,47 @@ def measure(
         events_python=events_python,
         frame_instructions=per_frame,
         invoke_instructions=float(on_board.records["model"].sum() / invokes),
+        frame_seconds=frame_seconds,
+        stream_frames=len(r),
+        stream_invokes=stream_invokes,
         ops=s_board.ops,
         flash_bytes=flash,
         ram_bytes=ram,
         arena_used=on_board.arena_used,
+    )
+
+
+def core_share(instructions_per_frame: float, frame_seconds: float, clock_hz: float) -> float:
+    """Share of a core running ``clock_hz`` instructions a second (one per cycle) that
+    ``instructions_per_frame`` every ``frame_seconds`` takes."""
+    return instructions_per_frame / frame_seconds / clock_hz
+
+
+def format_report(report: FirmwareReport) -> str:
+    """Human-readable lines of a :class:`FirmwareReport`."""
+    f, frame_seconds = report.frame_instructions, report.frame_seconds
+    shares = " · ".join(
+        f"{hz / 1e6:g} MHz {core_share(f['total'], frame_seconds, hz):.1%}" for hz in CLOCK_HZ
+    )
+    ops = " · ".join(
+        f"{name} {n / max(calls, 1):,.0f} x {calls / max(report.stream_invokes, 1):g}"
+        for name, (calls, n) in report.ops.items()
+    )
+    matched = sum(a == b for a, b in zip(report.events_board, report.events_python, strict=False))
+    return "\n".join(
+        [
+            f"{Path(report.model).name} on QEMU {QEMU_MACHINE} (Cortex-M4F), TFLM with CMSIS-NN kernels",
+            f"instructions per {frame_seconds * 1000:g}-ms frame: front-end {f['frontend']:,.0f} · model "
+            f"{f['model']:,.0f} ({report.invokes_per_frame:g} invoke(s) of {report.invoke_instructions:,.0f}) · "
+            f"posterior {f['posterior']:,.0f} · total {f['total']:,.0f} (worst frame {f['worst']:,.0f})",
+            f"share of a core at one instruction per cycle: {shares} (instructions, not cycles: QEMU models no "
+            "pipeline or wait states, a real core needs more cycles)",
+            f"per invoke, by op: {ops}" if ops else "per invoke, by op: (TFLM built without op names)",
+            f"firmware alone: flash {report.flash_bytes:,} B · RAM {report.ram_bytes:,} B "
+            f"(tensor arena used {report.arena_used:,} B per copy)",
+            f"board = host build (bit for bit): {'yes' if report.board_equals_host else 'NO'} · top-1 = Python "
+            f"(TFLM) on {report.clips} clips: {report.top1_agreement:.1%} · events = kws stream on a "
+            f"{report.stream_seconds:g}-s stream: {matched} of {len(report.events_python)} "
+            f"({'all within one frame' if report.events_match else 'DIFFERENT'})",
+        ]
     )

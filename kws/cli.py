@@ -289,6 +289,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_firmware(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from kws.board import BOARD, BoardError, format_report, measure, missing_tools, tflm_tree
+    from kws.bundled import STREAMING_VARIANT, bundled_model
+
+    tflm = args.tflm or os.environ.get("KWS_TFLM")
+    if not tflm:
+        raise BoardError("kws firmware needs TFLM's sources: --tflm DIR_OR_ARCHIVE (or $KWS_TFLM)")
+    missing = missing_tools(BOARD, qemu=True)
+    if missing:
+        raise BoardError(f"kws firmware needs the Cortex-M toolchain and QEMU: install {' '.join(missing)}")
+    model = args.model or bundled_model(variant=STREAMING_VARIANT)
+    with tempfile.TemporaryDirectory(prefix="kws-firmware-") as work:
+        report = measure(
+            model,
+            tflm_tree(tflm),
+            args.data,
+            Path(work),
+            clips=args.clips,
+            minutes=args.minutes,
+            copies=args.copies,
+            reset_every=args.reset_every,
+        )
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    ok = report.board_equals_host and report.events_match and report.top1_agreement >= 0.99
+    if not ok:
+        print("kws firmware: the firmware does not match kws in Python (see above)", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kws.demo import run_demo
 
@@ -558,6 +589,26 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True, help="folder to write into")
     _streaming_arguments(exp, copies=FIRMWARE_COPIES, reset_every=FIRMWARE_RESET_EVERY)
     exp.set_defaults(func=cmd_export)
+
+    fw = sub.add_parser(
+        "firmware",
+        help="build the export for an emulated Cortex-M4F (QEMU mps2-an386), run it, count instructions",
+        description="Export a model, build it with TFLM and CMSIS-NN for QEMU's mps2-an386 board and for "
+        "this host, run both on clips and a stream, and report instructions per frame and per invoke, "
+        "flash, RAM and arena, and whether the board matches the host build and kws in Python. Needs "
+        "gcc-arm-none-eabi, libnewlib-arm-none-eabi, libstdc++-arm-none-eabi-newlib and qemu-system-arm; "
+        "TFLM's objects are cached in $KWS_CACHE_DIR (default ~/.cache/kws).",
+    )
+    fw.add_argument("--model", type=Path, help="int8 .tflite (default: the bundled LSTM step model)")
+    fw.add_argument(
+        "--tflm", help="TFLM source tree with its make downloads, or its .tar.gz (default: $KWS_TFLM)"
+    )
+    fw.add_argument("--data", type=Path, required=True, help="Speech Commands folder or 12-class test set")
+    fw.add_argument("--clips", type=_positive(int), default=100, help="test clips classified on the board")
+    fw.add_argument("--minutes", type=_positive(float), default=2.0, help="length of the test stream")
+    fw.add_argument("--json", action="store_true", help="one JSON object with every figure")
+    _streaming_arguments(fw, copies=FIRMWARE_COPIES, reset_every=FIRMWARE_RESET_EVERY)
+    fw.set_defaults(func=cmd_firmware)
 
     demo = sub.add_parser("demo", help="run the bundled model on the bundled sample clips (start here)")
     demo.set_defaults(func=cmd_demo)
