@@ -17,8 +17,9 @@ Timings depend on the machine and its load: compare models within one run.
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,13 @@ def bench_model(
     negatives: Path | None = None,
     repeats: int = 200,
     progress: bool = True,
+    tflm_sources: str | None = None,
 ) -> dict[str, Any]:
     """Every figure of one model (see the module docstring); ``path`` is its whole-clip int8 file.
 
     With ``negatives`` (a folder of speech without keywords), also the share of its 1-s
-    windows the int8 model names a keyword (:func:`kws.evaluate.false_accepts`).
+    windows the int8 model names a keyword (:func:`kws.evaluate.false_accepts`). The
+    streaming file's firmware on the emulated Cortex-M4F (:func:`firmware_figures`).
     """
     files = siblings(path)
     int8 = load_runner(path, require_int8=True)
@@ -168,7 +171,26 @@ def bench_model(
         **s.to_dict(),
         "det": det_curve(trace, words),
     }
+    row["firmware"] = firmware_figures(streaming.path, data, tflm_sources)
     return row
+
+
+def firmware_figures(path: Path, data: Path, tflm_sources: str | None) -> dict[str, Any] | None:
+    """The firmware of ``path`` on the emulated Cortex-M4F (:func:`kws.board.figures`, as
+    exported by default): measured live (20 clips, 30-s stream) where TFLM's sources
+    (``tflm_sources``), the Cortex-M toolchain and QEMU are at hand, else the figures stored with
+    a bundled model, else None. ``source`` says which."""
+    from kws import board
+    from kws.bundled import stored_firmware_figures
+
+    if tflm_sources and not board.missing_tools(board.BOARD, qemu=True):
+        with tempfile.TemporaryDirectory(prefix="kws-bench-") as work:
+            report = board.measure(
+                path, board.tflm_tree(tflm_sources), data, Path(work), clips=20, minutes=0.5
+            )
+        return {"source": "measured", **board.figures(report)}
+    stored = stored_firmware_figures(path)
+    return {"source": "stored", **stored} if stored else None
 
 
 def bench(
@@ -180,6 +202,7 @@ def bench(
     seed: int = 0,
     repeats: int = 200,
     progress: bool = True,
+    tflm_sources: str | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`bench_model` for each model, all on the same data and the same long stream."""
     first = load_runner(models[0])
@@ -189,7 +212,15 @@ def bench(
         if load_runner(path).info.labels != first.info.labels:
             raise KwsError(f"{path}: its labels differ from {models[0]}'s; bench models of one label set")
         rows.append(
-            bench_model(path, data, stream=stream, negatives=negatives, repeats=repeats, progress=progress)
+            bench_model(
+                path,
+                data,
+                stream=stream,
+                negatives=negatives,
+                repeats=repeats,
+                progress=progress,
+                tflm_sources=tflm_sources,
+            )
         )
     return rows
 
@@ -231,6 +262,24 @@ def _table(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         ("stream hit rate", [pct(r["streaming"]["hit_rate"]) for r in rows]),
         ("stream false alarms per hour", [f"{r['streaming']['false_alarms_per_hour']:.1f}" for r in rows]),
         ("stream median latency s", [f"{r['streaming']['median_latency_s']:.2f}" for r in rows]),
+    ]
+    fw = [r.get("firmware") for r in rows]
+
+    def firmware(text: Callable[[dict[str, Any]], str]) -> list[str]:
+        return [f"{text(f)} ({f['source']})" if f else "n/a (kws firmware)" for f in fw]
+
+    lines += [
+        ("M4F instructions per 20-ms frame", firmware(lambda f: f"{f['frame_instructions']['total']:,.0f}")),
+        (
+            "M4F instructions per invoke (invokes/frame)",
+            firmware(lambda f: f"{f['invoke_instructions']:,.0f} ({f['invokes_per_frame']:g})"),
+        ),
+        (
+            "M4F share of 64 / 80 MHz (1 instr/cycle)",
+            firmware(lambda f: " / ".join(f"{v:.1%}" for v in f["share_of_core"].values())),
+        ),
+        ("M4F firmware flash / RAM bytes", firmware(lambda f: f"{f['flash_bytes']:,} / {f['ram_bytes']:,}")),
+        ("M4F arena used bytes", firmware(lambda f: f"{f['arena_used']:,}")),
     ]
     if "negatives" in rows[0]:
         n = rows[0]["negatives"]

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -569,6 +570,27 @@ def measure(
         ram_bytes=ram,
         arena_used=on_board.arena_used,
     )
+
+
+def figures(report: FirmwareReport) -> dict[str, Any]:
+    """The figures ``kws bench`` shows and the bundled model card stores (no event lists)."""
+    f = report.frame_instructions
+    return {
+        "model_sha256": hashlib.sha256(Path(report.model).read_bytes()).hexdigest(),
+        "frame_instructions": f,
+        "invoke_instructions": report.invoke_instructions,
+        "invokes_per_frame": report.invokes_per_frame,
+        "frame_seconds": report.frame_seconds,
+        "share_of_core": {
+            f"{hz / 1e6:g} MHz": core_share(f["total"], report.frame_seconds, hz) for hz in CLOCK_HZ
+        },
+        "flash_bytes": report.flash_bytes,
+        "ram_bytes": report.ram_bytes,
+        "arena_used": report.arena_used,
+        "board_equals_host": report.board_equals_host,
+        "top1_agreement": report.top1_agreement,
+        "events_match": report.events_match,
+    }
 
 
 def core_share(instructions_per_frame: float, frame_seconds: float, clock_hz: float) -> float:

@@ -9,8 +9,11 @@ README). Commands use these when no ``--model`` is given.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from kws.errors import KwsError
 
@@ -55,3 +58,15 @@ def sample_clips() -> list[Path]:
     if not clips:
         raise KwsError(f"no sample clips in {SAMPLES_DIR}: reinstall kws")
     return clips
+
+
+def stored_firmware_figures(path: Path) -> dict[str, Any] | None:
+    """The emulated-board figures ``card.json`` stores for a bundled model file (see
+    :func:`kws.board.figures`), if ``path`` has the same bytes as the file measured."""
+    card = json.loads((MODELS_DIR / "card.json").read_text())
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    for entry in card.values():
+        firmware = entry.get("firmware")
+        if firmware and firmware.get("model_sha256") == digest:
+            return dict(firmware)
+    return None

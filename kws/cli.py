@@ -269,6 +269,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         repeats=args.repeats,
         progress=not args.json,
+        tflm_sources=args.tflm or os.environ.get("KWS_TFLM") or None,
     )
     if args.json:
         print(json.dumps({"data": str(args.data), "models": rows}))
@@ -573,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of speech without keywords: the share of its 1-s windows named a keyword",
     )
     bench.add_argument("--repeats", type=_positive(int), default=200, help="invokes timed per latency figure")
+    bench.add_argument(
+        "--tflm",
+        help="TFLM's sources (tree or .tar.gz; default $KWS_TFLM): measure the firmware on the emulated "
+        "Cortex-M4F (else the figures stored with a bundled model)",
+    )
     out = bench.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object with every figure")
     out.add_argument("--markdown", action="store_true", help="the table in Markdown")

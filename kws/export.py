@@ -540,13 +540,18 @@ def _readme(summary: ExportSummary, streaming: _Streaming, source: str) -> str:
         for label, t in zip(info.labels, streaming.thresholds, strict=True)
         if math.isfinite(float(t))
     )
-    if info.kind == "step":
+    if info.kind == "step" and not streaming.reset_every:
+        mode = "one frame per invoke, the LSTM state kept between invokes, never reset"
+    elif info.kind == "step" and streaming.copies == 2:
         mode = (
-            f"one frame per invoke, the LSTM state kept between invokes, in {summary.model_copies} "
-            f"copies reset {streaming.reset_every // 2} frames apart (each reset every "
-            f"{streaming.reset_every} frames), as `kws stream` does by default"
-            if streaming.reset_every
-            else "one frame per invoke, the LSTM state kept between invokes, never reset"
+            f"one frame per invoke, the LSTM state kept between invokes, in 2 copies reset "
+            f"{streaming.reset_every // 2} frames apart (each reset every {streaming.reset_every} "
+            f"frames), as `kws stream --copies 2 --reset-every {streaming.reset_every}`"
+        )
+    elif info.kind == "step":
+        mode = (
+            f"one frame per invoke, the LSTM state kept between invokes and reset every "
+            f"{streaming.reset_every} frames, as `kws stream --copies 1 --reset-every {streaming.reset_every}`"
         )
     else:
         mode = (
@@ -580,6 +585,38 @@ def _readme(summary: ExportSummary, streaming: _Streaming, source: str) -> str:
         n_fft=config.n_fft,
         n_mels=config.n_mels,
         n_mfcc=config.n_mfcc,
+        firmware=_firmware_paragraph(summary, streaming),
+    )
+
+
+def _firmware_paragraph(summary: ExportSummary, streaming: _Streaming) -> str:
+    """What ``kws firmware`` measured for this export on the emulated Cortex-M4F, where the
+    bundled model's card holds it for these exact bytes and settings; else how to measure."""
+    from kws.bundled import stored_firmware_figures
+
+    default = (streaming.copies, streaming.reset_every) == (FIRMWARE_COPIES, FIRMWARE_RESET_EVERY)
+    stored = stored_firmware_figures(summary.model) if default or summary.info.kind != "step" else None
+    if stored is None:
+        return (
+            "Not measured for this export: `kws firmware --model MODEL --tflm TFLM_SOURCES --data "
+            "CLIPS` builds it for QEMU's Cortex-M4F board (`mps2-an386`) and reports instructions per "
+            "frame and per invoke, flash, RAM and arena, and whether it matches Python."
+        )
+    f = stored["frame_instructions"]
+    shares = " and ".join(
+        f"{share:.1%} of a {clock} core" for clock, share in stored["share_of_core"].items()
+    )
+    return (
+        f"Measured by `kws firmware` on QEMU's Cortex-M4F board (`mps2-an386`; "
+        f"{stored.get('measured_with', 'see kws')}): {f['total']:,.0f} instructions per "
+        f"{stored['frame_seconds'] * 1000:g}-ms frame (front-end {f['frontend']:,.0f}, model "
+        f"{f['model']:,.0f} in {stored['invokes_per_frame']:g} invoke(s), posterior {f['posterior']:,.0f}; "
+        f"worst frame {f['worst']:,.0f}): {shares} at one instruction per cycle. These are "
+        "instructions, not cycles: QEMU models no pipeline or wait states, so a real core needs "
+        f"more cycles. The firmware alone (this folder, TFLM with CMSIS-NN kernels built with "
+        f"`NDEBUG` and `TF_LITE_STRIP_ERROR_STRINGS`, newlib-nano, start-up code): flash "
+        f"{stored['flash_bytes']:,} bytes, RAM {stored['ram_bytes']:,} bytes; tensor arena used on "
+        f"the target {stored['arena_used']:,} bytes."
     )
 
 

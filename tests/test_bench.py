@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from helpers import run_kws
 
 from kws.audio import load_audio
 from kws.bench import format_table
-from kws.bundled import bundled_model
+from kws.bundled import MODELS_DIR, bundled_model
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
@@ -157,6 +158,23 @@ def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> N
         assert figure in text
     assert all(line.count("|") == len(rows) + 2 for line in markdown)
     assert "lstm_int8.tflite" in markdown[0] and "dscnn_int8.tflite" in markdown[0]
+
+
+def test_firmware_figures_are_the_bundled_models_stored_ones(bench_json: dict[str, Any]) -> None:
+    """Without TFLM's sources, bench shows the emulated-board figures card.json stores for
+    the bundled files (measured by ``kws firmware``; tests/test_board.py measures them live)."""
+    card = json.loads((MODELS_DIR / "card.json").read_text())
+    for row, name in zip(bench_json["models"], ("lstm", "dscnn"), strict=True):
+        firmware = row["firmware"]
+        assert firmware["source"] == "stored"
+        assert {k: v for k, v in firmware.items() if k != "source"} == card[name]["firmware"]
+        streaming = Path(row["streaming"]["model"]).read_bytes()
+        assert firmware["model_sha256"] == hashlib.sha256(streaming).hexdigest()
+    lstm = bench_json["models"][0]["firmware"]
+    assert (
+        lstm["frame_instructions"]["total"] <= 320_000 and lstm["board_equals_host"] and lstm["events_match"]
+    )
+    assert "M4F instructions per 20-ms frame" in format_table(bench_json["models"])
 
 
 def test_bench_without_data_says_what_it_needs() -> None:

@@ -23,7 +23,7 @@ from kws.bundled import bundled_model
 from kws.export import ExportError, ExportSummary, export, format_summary, op_resolver_header
 from kws.features import FRONTENDS, features, fit_clip, fit_normalisation, frame_count
 from kws.runtime import load_runner, quantize
-from kws.stream import Detection, Detector, PosteriorSmoother, detect
+from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, Detection, Detector, PosteriorSmoother, detect
 from kws.streameval import build_stream
 
 HARNESS = Path(__file__).parent / "firmware"
@@ -254,14 +254,14 @@ def test_arena_margin_and_readme(exported: ExportSummary) -> None:
     # block; the dense layer 2 int32 per output. Measured with TFLM on x86-64: 5,632 bytes.
     assert exported.cmsis_nn_extra_bytes >= 5632
     assert exported.arena_bytes >= exported.host_arena_bytes + exported.cmsis_nn_extra_bytes
-    assert exported.arena_bytes % 16 == 0 and exported.model_copies == 2
+    assert exported.arena_bytes % 16 == 0 and exported.model_copies == FIRMWARE_COPIES == 1
+    header = (exported.out_dir / "model_data.h").read_text()
+    assert f"#define KWS_RESET_EVERY {FIRMWARE_RESET_EVERY}" in header
     readme = (exported.out_dir / "README.md").read_text()
     assert "Cortex-M4F" in readme and not re.search(r"\$[a-z]", readme)  # every placeholder filled
     for figure in (exported.arena_bytes, exported.host_arena_bytes, exported.model_bytes, exported.ram_bytes):
         assert f"{figure:,}" in readme
-    assert (
-        f"#define KWS_ARENA_BYTES {exported.arena_bytes}" in (exported.out_dir / "model_data.h").read_text()
-    )
+    assert f"#define KWS_ARENA_BYTES {exported.arena_bytes}" in header
     assert sorted(p.name for p in exported.out_dir.iterdir()) == list(exported.files)
     assert f"{exported.ram_bytes:,} bytes" in format_summary(exported)
 

@@ -1,6 +1,6 @@
 """Train the bundled default models and write them, with their model card, into kws/models/.
 
-    python tools/train_default.py [--runs runs] [--shared ../shared/data]
+    python tools/train_default.py [--runs runs] [--shared ../shared/data] [--tflm TFLM_TREE_OR_ARCHIVE]
 
 The recipe is `kws train`'s defaults: the stacked LSTM and the DS-CNN peer, seed 0, on
 the full Speech Commands as log-mel images beside the audio folder and three of the four
@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from kws.bundled import MODELS, MODELS_DIR
+from kws import board
+from kws.bundled import MODELS, MODELS_DIR, stored_firmware_figures
 from kws.evaluate import false_accepts
 from kws.fileio import write_text_atomic
 from kws.runtime import load_runner
@@ -38,6 +40,10 @@ SHARED = ROOT.parent / "shared/data"
 RUN_FILES = {"int8": "int8.tflite", "int8_step": "int8_step.tflite", "float": "float.tflite"}
 TRAINING_NEGATIVES = ("alexa", "computer", "snowboy")
 MEASURING_NEGATIVES = "jarvis"  # never trained or tuned on
+FIRMWARE_COMMAND = (
+    "kws firmware --data speech_commands_test12 (100 clips, 2-min stream; QEMU 7.2 mps2-an386, "
+    "arm-none-eabi-gcc 12.2, TFLM 90b983c with CMSIS-NN)"
+)
 
 
 def recipe(arch: str, shared: Path) -> TrainConfig:
@@ -199,6 +205,19 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+def firmware_of(name: str, tflm: str | None, benchmark: Path) -> dict[str, Any] | None:
+    """The bundled model's streaming file on the emulated Cortex-M4F (``kws firmware``'s
+    figures): measured where TFLM's sources (``tflm``) and the toolchain are at hand, else
+    those card.json already holds for the same bytes, else None."""
+    path = MODELS_DIR / MODELS[name].get("int8_step", MODELS[name]["int8"])
+    if tflm is None or board.missing_tools(board.BOARD, qemu=True):
+        return stored_firmware_figures(path)
+    with tempfile.TemporaryDirectory() as work:
+        report = board.measure(path, board.tflm_tree(tflm), benchmark, Path(work))
+    print(board.format_report(report))
+    return {"measured_with": FIRMWARE_COMMAND, **board.figures(report)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,6 +226,9 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
     parser.add_argument(
         "--tune-minutes", type=float, default=60.0, help="validation stream for the thresholds"
+    )
+    parser.add_argument(
+        "--tflm", help="TFLM's sources (tree or .tar.gz): measure the firmware on the emulated board"
     )
     args = parser.parse_args()
     data = args.shared / "speech_commands"
@@ -232,6 +254,7 @@ def main() -> None:
             "tflm_vs_litert": r["tflm_vs_litert"],
             "benchmark": "speech_commands_test12",
             "negatives": {"folder": MEASURING_NEGATIVES, **negatives[name]},
+            "firmware": firmware_of(name, args.tflm, args.shared / "speech_commands_test12"),
         }
         for name, r in reports.items()
     }
