@@ -383,11 +383,9 @@ def _parse(out: bytes, dtype: np.dtype, count: int) -> HarnessRun:
     _, arena = np.frombuffer(out, "<u4", 2, 4)
     records = np.frombuffer(out, dtype, count, 12)
     at = 12 + count * dtype.itemsize
-    ops = {}
-    for i in range(int(np.frombuffer(out, "<u4", 1, at)[0])):
-        name = out[at + 4 + 40 * i : at + 36 + 40 * i].split(b"\0")[0].decode()
-        calls, instructions = np.frombuffer(out, "<u4", 2, at + 36 + 40 * i)
-        ops[name] = (int(calls), int(instructions))
+    op = np.dtype([("name", "S32"), ("calls", "<u4"), ("instructions", "<u8")])
+    table = np.frombuffer(out, op, int(np.frombuffer(out, "<u4", 1, at)[0]), at + 4)
+    ops = {row["name"].decode(): (int(row["calls"]), int(row["instructions"])) for row in table}
     return HarnessRun(records, int(arena), ops)
 
 

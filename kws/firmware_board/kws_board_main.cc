@@ -11,7 +11,7 @@
 //               -> per frame: u32 front-end, model and posterior instructions,
 //                  i32 event label (-1: none), f32 event score
 //   out: "KWS1", u32 KWS_N_LABELS, u32 arena bytes used, then the records above, then
-//        u32 op kinds, and per kind: char[32] op name, u32 invokes, u32 instructions.
+//        u32 op kinds, and per kind: char[32] op name, u32 invokes, u64 instructions.
 //
 // A sample is x / 32768 as a float. Instructions are 0 off the board (kws_board.h).
 #include <stdio.h>
@@ -38,7 +38,7 @@ class OpCounter : public tflite::MicroProfilerInterface {
     return static_cast<uint32_t>(i % kMaxKinds);
   }
   void EndEvent(uint32_t kind) override {
-    instructions_[kind] += kws_instructions() - starts_[kind];
+    instructions_[kind] += static_cast<uint32_t>(kws_instructions() - starts_[kind]);
     calls_[kind]++;
   }
   void Write(FILE* out) const {
@@ -55,7 +55,8 @@ class OpCounter : public tflite::MicroProfilerInterface {
   static constexpr int kMaxKinds = 16;
   int kinds_ = 0;
   char names_[kMaxKinds][32] = {};
-  uint32_t starts_[kMaxKinds] = {}, calls_[kMaxKinds] = {}, instructions_[kMaxKinds] = {};
+  uint32_t starts_[kMaxKinds] = {}, calls_[kMaxKinds] = {};
+  uint64_t instructions_[kMaxKinds] = {};  // a long stream passes 2^32
 };
 
 alignas(16) uint8_t g_arenas[KWS_MODEL_COPIES][KWS_ARENA_BYTES];
