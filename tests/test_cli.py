@@ -95,6 +95,22 @@ def test_runtime_commands_never_import_tensorflow(speech_commands: Path, fsdd: P
     assert result.returncode == 0, result.stderr
 
 
+def test_train_without_the_train_extra_says_what_to_install(test12: Path, tmp_path: Path) -> None:
+    """The runtime install has no TensorFlow: kws train says which extra it needs, in one line."""
+    code = (
+        "import sys; sys.modules['tf_keras'] = None\n"  # as if tf-keras were not installed
+        "from kws.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(test12)!r}, '--out', {str(tmp_path / 'run')!r}]))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "kws: error: training and Keras models need the train extra (tf_keras is not installed): "
+        "pip install 'kws[train]'"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
 def test_export_never_replaces_a_readme_it_did_not_write(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# my firmware project\n")
     result = run_kws("export", "--out", str(tmp_path))
