@@ -255,6 +255,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from kws.bench import bench, format_table, plot
     from kws.bundled import bundled_model
+    from kws.fileio import writable_file
 
     if args.data is None:
         raise KwsError(
@@ -262,6 +263,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "test set; `kws data download` fetches Speech Commands)"
         )
     models = args.model or [bundled_model("lstm"), bundled_model("dscnn")]
+    if args.plot:
+        writable_file(args.plot)  # before minutes of work, not after
     rows = bench(
         models,
         args.data,

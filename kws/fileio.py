@@ -18,6 +18,21 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
+def writable_file(target: str | os.PathLike[str]) -> Path:
+    """``target`` as a Path, its folder created: a :class:`KwsError` (one line) if it is
+    a folder or its folder cannot be made. Call it before long work whose result goes there."""
+    target = Path(target)
+    if target.is_dir():
+        raise KwsError(f"{target}: is a folder; give a file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KwsError(f"{target}: cannot write there (a file stands where its folder should be)") from None
+    except OSError as e:
+        raise KwsError(f"{target}: cannot write there ({e.strerror})") from None
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` on success.
@@ -34,9 +49,11 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     atomic rename on the same file system. On any exception it is removed and
     ``target`` is left untouched.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+    target = writable_file(target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+    except OSError as e:
+        raise KwsError(f"{target}: cannot write there ({e.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -111,6 +111,16 @@ def test_train_without_the_train_extra_says_what_to_install(test12: Path, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_bench_refuses_a_plot_path_it_cannot_write_before_working(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for plot, problem in ((tmp_path, "is a folder"), (tmp_path / "file" / "x.png", "a file stands where")):
+        start = time.monotonic()
+        result = run_kws("bench", "--data", str(tmp_path), "--plot", str(plot))
+        assert result.returncode == 1 and problem in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert time.monotonic() - start < 60  # refused up front, not after the benchmark
+
+
 def test_export_never_replaces_a_readme_it_did_not_write(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# my firmware project\n")
     result = run_kws("export", "--out", str(tmp_path))
