@@ -15,6 +15,7 @@ TFLM's objects are built once per toolchain into a cache folder (``$KWS_CACHE_DI
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -92,7 +93,9 @@ class Toolchain:
     cxx: str
     ar: str
     arch: tuple[str, ...]
-    package: str  # the Debian package that installs it
+    # What it needs -> the Debian package that installs it: a program on PATH, or a file
+    # pattern (glob) for a library.
+    needs: tuple[tuple[str, str], ...]
 
 
 BOARD = Toolchain(
@@ -101,9 +104,13 @@ BOARD = Toolchain(
     "arm-none-eabi-g++",
     "arm-none-eabi-ar",
     ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb"),
-    "gcc-arm-none-eabi",
+    (
+        ("arm-none-eabi-g++", "gcc-arm-none-eabi"),
+        ("/usr/lib/arm-none-eabi/newlib/**/librdimon.a", "libnewlib-arm-none-eabi"),
+        ("/usr/lib/arm-none-eabi/newlib/**/libstdc++.a", "libstdc++-arm-none-eabi-newlib"),
+    ),
 )
-HOST = Toolchain("host", "cc", "c++", "ar", (), "gcc")
+HOST = Toolchain("host", "cc", "c++", "ar", (), (("cc", "gcc"), ("c++", "g++")))
 # As TFLM's Makefile: no exceptions, RTTI or unwind tables; unused sections dropped.
 # -ffp-contract=off: no fused multiply-adds, so that the board (which has them) and the
 # host compute every float of the front-end identically.
@@ -129,12 +136,12 @@ def cache_dir() -> Path:
 
 
 def missing_tools(toolchain: Toolchain, *, qemu: bool = False) -> list[str]:
-    """Debian packages whose programs are missing for ``toolchain`` (and QEMU), as named."""
-    missing = [toolchain.package] if not (shutil.which(toolchain.cc) and shutil.which(toolchain.cxx)) else []
-    if toolchain is BOARD and not list(Path("/usr/lib/arm-none-eabi").glob("**/librdimon.a")):
-        missing.append("libnewlib-arm-none-eabi")
-    if qemu and not shutil.which(QEMU):
-        missing.append("qemu-system-arm")
+    """The Debian packages ``toolchain`` (and, with ``qemu``, the emulator) needs and lacks."""
+    missing = []
+    for need, package in toolchain.needs + (((QEMU, "qemu-system-arm"),) if qemu else ()):
+        found = glob.glob(need, recursive=True) if need.startswith("/") else shutil.which(need)
+        if not found and package not in missing:
+            missing.append(package)
     return missing
 
 
