@@ -95,6 +95,15 @@ class ModelInfo:
             json.dumps(self.extra)
         except (TypeError, ValueError):
             problems.append("extra must be JSON-serialisable")
+        thresholds = self.extra.get("thresholds", {}) if isinstance(self.extra, dict) else {}
+        if not isinstance(thresholds, dict) or not all(
+            label in self.labels[2:]
+            and isinstance(t, (int, float))
+            and not isinstance(t, bool)
+            and 0.0 <= t <= 1.0  # also false for NaN
+            for label, t in thresholds.items()
+        ):
+            problems.append("extra.thresholds must map the model's keywords to probabilities (0 to 1)")
         if problems:
             raise ModelError("invalid model info: " + "; ".join(problems))
 

@@ -191,6 +191,27 @@ def test_metadata_round_trip(models: Models) -> None:
     assert names.count(METADATA_NAME) == 1 and "min_runtime_version" in names
 
 
+@pytest.mark.parametrize(
+    "thresholds",
+    [
+        {"yes": "0.5"},
+        {"yes": float("nan")},
+        {"yes": 1.5},
+        {"yes": True},
+        {"_silence_": 0.5},
+        {"maybe": 0.5},
+        [0.5],
+    ],
+)
+def test_metadata_thresholds_must_be_keyword_probabilities(thresholds: object) -> None:
+    """Thresholds stored in a model are numbers 0-1 for its keywords: anything else is a one-line ModelError."""
+    with pytest.raises(ModelError, match=r"extra\.thresholds must map the model's keywords to probabilities"):
+        dataclasses.replace(INFO, extra={"thresholds": thresholds})
+    assert (
+        dataclasses.replace(INFO, extra={"thresholds": {"yes": 0.5, "go": 1}}).extra["thresholds"]["go"] == 1
+    )
+
+
 def test_embedding_aligns_every_buffer_to_16_bytes(models: Models) -> None:
     for name, data in models.raw.items():
         offsets = buffer_offsets(models.paths[name].read_bytes())
