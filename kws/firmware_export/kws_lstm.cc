@@ -96,18 +96,26 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   p.output_offset = reference.inter_gate_parameters.output_mul_params.output_offset;
   const arm_nn_activation_type cell_activation =
       reference.cell_gate_nonlinear_type == kTfLiteActTanh ? ARM_TANH : ARM_SIGMOID;
-  TF_LITE_ENSURE_OK(context, PortGate(context, tensors, reference, reference.forget_gate_parameters,
-                                      tflite::kLstmInputToForgetWeightsTensor, tflite::kLstmRecurrentToForgetWeightsTensor,
-                                      tflite::kLstmForgetGateBiasTensor, ARM_SIGMOID, &p.forget_gate));
-  TF_LITE_ENSURE_OK(context, PortGate(context, tensors, reference, reference.input_gate_parameters,
-                                      tflite::kLstmInputToInputWeightsTensor, tflite::kLstmRecurrentToInputWeightsTensor,
-                                      tflite::kLstmInputGateBiasTensor, ARM_SIGMOID, &p.input_gate));
-  TF_LITE_ENSURE_OK(context, PortGate(context, tensors, reference, reference.cell_gate_parameters,
-                                      tflite::kLstmInputToCellWeightsTensor, tflite::kLstmRecurrentToCellWeightsTensor,
-                                      tflite::kLstmCellGateBiasTensor, cell_activation, &p.cell_gate));
-  TF_LITE_ENSURE_OK(context, PortGate(context, tensors, reference, reference.output_gate_parameters,
-                                      tflite::kLstmInputToOutputWeightsTensor, tflite::kLstmRecurrentToOutputWeightsTensor,
-                                      tflite::kLstmOutputGateBiasTensor, ARM_SIGMOID, &p.output_gate));
+  // Each gate: TFLM's parameters, its input and recurrent weights and bias, activation, CMSIS-NN's.
+  const struct {
+    const tflite::GateParameters& params;
+    int input_weights, recurrent_weights, bias;
+    arm_nn_activation_type activation;
+    cmsis_nn_lstm_gate* out;
+  } gates[] = {
+      {reference.forget_gate_parameters, tflite::kLstmInputToForgetWeightsTensor,
+       tflite::kLstmRecurrentToForgetWeightsTensor, tflite::kLstmForgetGateBiasTensor, ARM_SIGMOID, &p.forget_gate},
+      {reference.input_gate_parameters, tflite::kLstmInputToInputWeightsTensor,
+       tflite::kLstmRecurrentToInputWeightsTensor, tflite::kLstmInputGateBiasTensor, ARM_SIGMOID, &p.input_gate},
+      {reference.cell_gate_parameters, tflite::kLstmInputToCellWeightsTensor, tflite::kLstmRecurrentToCellWeightsTensor,
+       tflite::kLstmCellGateBiasTensor, cell_activation, &p.cell_gate},
+      {reference.output_gate_parameters, tflite::kLstmInputToOutputWeightsTensor,
+       tflite::kLstmRecurrentToOutputWeightsTensor, tflite::kLstmOutputGateBiasTensor, ARM_SIGMOID, &p.output_gate},
+  };
+  for (const auto& gate : gates) {
+    TF_LITE_ENSURE_OK(context, PortGate(context, tensors, reference, gate.params, gate.input_weights,
+                                        gate.recurrent_weights, gate.bias, gate.activation, gate.out));
+  }
   // Two int16 gate buffers; the cell state is the model's own state tensor, not scratch.
   const size_t bytes = p.batch_size * p.hidden_size * sizeof(int16_t);
   TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(context, bytes, &reference.buffer_indices[0]));
