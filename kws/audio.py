@@ -99,7 +99,10 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     if problem:
         raise AudioError(f"{path}: {problem}")
     try:
-        info = sf.info(str(path))
+        # Opened here, not by name: libsndfile takes names as UTF-8 only, and a file's
+        # name need not be (Python keeps such bytes as surrogates).
+        with path.open("rb") as f:
+            info = sf.info(f)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{path}: not an audio file, or a format libsndfile cannot read ({e})") from None
     if info.frames <= 0:
@@ -164,7 +167,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_R
     """
     info = probe(path)
     try:
-        audio, rate = sf.read(str(info.path), dtype="float32", always_2d=True)
+        with info.path.open("rb") as f:
+            audio, rate = sf.read(f, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{info.path}: cannot decode audio ({e})") from None
     if audio.shape[0] == 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -80,7 +81,9 @@ def which_set(path: Path, validation_percentage: float = 10.0, testing_percentag
     existing clip to another split.
     """
     hash_name = re.sub(r"_nohash_.*$", "", path.name)
-    hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    # The name's bytes as on disk: UTF-8 for every name TensorFlow's code can hash, and a
+    # name that is not UTF-8 (kept by Python as surrogates) still gets a split.
+    hashed = hashlib.sha1(os.fsencode(hash_name)).hexdigest()
     percentage = (int(hashed, 16) % (_MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / _MAX_NUM_WAVS_PER_CLASS)
     if percentage < validation_percentage:
         return "validation"

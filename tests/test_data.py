@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -158,6 +159,22 @@ def test_check_lists_unreadable_files(speech_commands: Path, tmp_path: Path) -> 
     assert "cafebabe_nohash_0.wav: not an audio file" in messages[0]
     assert "deadbeef_nohash_0.wav: file is empty" in messages[1]
     assert report.total_clips == 10
+
+
+def test_file_names_that_are_not_utf8_are_split_and_checked(speech_commands: Path, tmp_path: Path) -> None:
+    """A name the file system holds as non-UTF-8 bytes (Python keeps them as surrogates)."""
+    odd = os.fsdecode(b"\xff\xfe_nohash_0.wav")
+    assert which_set(Path(odd)) in ("train", "validation", "test")
+    for word in ("yes", "no"):
+        (tmp_path / word).mkdir()
+        for src in sorted((speech_commands / word).glob("*.wav"))[:3]:
+            shutil.copy(src, tmp_path / word / src.name)
+    shutil.copy(next((tmp_path / "yes").glob("*.wav")), tmp_path / "yes" / odd)
+    (tmp_path / "_background_noise_").mkdir()
+    shutil.copy(speech_commands / "_background_noise_" / "pink_noise.wav", tmp_path / "_background_noise_")
+    report = check(tmp_path)
+    assert report.total_clips == 7 and not report.unreadable
+    assert any(e.path.name == odd for e in scan(tmp_path).clips)
 
 
 def test_bad_folders_are_refused(tmp_path: Path) -> None:
