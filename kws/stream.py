@@ -22,7 +22,7 @@ their threshold; after an event the detector stays quiet for ``refractory`` seco
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,11 +55,22 @@ class Detection:
         return {"label": self.label, "time": round(self.time, 3), "score": round(self.score, 4)}
 
 
+def mean_oldest_first(rows: Iterable[np.ndarray]) -> np.ndarray:
+    """The mean of ``rows`` in float32: summed oldest (first) to newest, then divided by
+    their number, the firmware's order of operations, so both round every average alike."""
+    it = iter(rows)
+    total = np.array(next(it), dtype=np.float32)
+    count = 1
+    for row in it:
+        total += row
+        count += 1
+    return total / np.float32(count)
+
+
 def moving_average(posteriors: np.ndarray, window: int) -> np.ndarray:
     """Row ``i``: the mean of rows ``max(0, i - window + 1)`` to ``i``, in float32.
 
-    Summed oldest first, then divided by the number of rows: the firmware's order of
-    operations, so both round every average the same way.
+    Each row is :func:`mean_oldest_first` of its window (computed for all rows at once).
 
     Parameters
     ----------
@@ -71,11 +82,8 @@ def moving_average(posteriors: np.ndarray, window: int) -> np.ndarray:
     rows = np.asarray(posteriors, dtype=np.float32)
     out = np.empty_like(rows)
     for i in range(min(window - 1, len(rows))):  # the first rows: fewer in the window
-        total = rows[0].copy()
-        for row in rows[1 : i + 1]:
-            total += row
-        out[i] = total / np.float32(i + 1)
-    if len(rows) >= window:
+        out[i] = mean_oldest_first(rows[: i + 1])
+    if len(rows) >= window:  # the same sums, every full window at once
         total = rows[: len(rows) - window + 1].copy()
         for j in range(1, window):
             total += rows[j : len(rows) - window + 1 + j]
@@ -105,7 +113,7 @@ class PosteriorSmoother:
     refractory : float
         Seconds after an event during which no other event fires.
 
-    Posteriors, averages and thresholds are float32, summed as :func:`moving_average`
+    Posteriors, averages and thresholds are float32, summed as :func:`mean_oldest_first`
     does, so the firmware (``kws_posterior.c``, single precision on a Cortex-M4F) decides
     every frame exactly as this class does.
     """
@@ -144,7 +152,7 @@ class PosteriorSmoother:
     def push(self, probabilities: np.ndarray, time: float) -> Detection | None:
         """Add one posterior vector taken at ``time``; return an event if one fires."""
         self.history.append(np.asarray(probabilities, dtype=np.float32))
-        smoothed = moving_average(np.array(self.history), len(self.history))[-1]
+        smoothed = mean_oldest_first(self.history)
         self.armed |= smoothed < self.rearm_levels
         best = int(np.argmax(smoothed))
         if (

@@ -27,7 +27,7 @@ int kws_posterior_push(KwsPosterior *p, const float *probabilities, uint32_t fra
     if (p->n_history < KWS_SMOOTHING_WINDOW) {
         p->n_history++;
     }
-    /* Summed oldest first in float, then divided: kws.stream.moving_average's arithmetic. */
+    /* Summed oldest first in float, then divided: kws.stream.mean_oldest_first's arithmetic. */
     oldest = (p->next + KWS_SMOOTHING_WINDOW - p->n_history) % KWS_SMOOTHING_WINDOW;
     for (i = 0; i < KWS_N_LABELS; i++) {
         float sum = 0.0f, smoothed;
