@@ -27,14 +27,26 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.artifact import model_cost
+from kws.data import negative_files
 from kws.errors import KwsError
-from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, load_features
+from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, keywords_of, load_features
 from kws.features import StreamingFrontend
 from kws.runtime import Runner, load_runner, tflm_arena_bytes
 from kws.stream import Detector
-from kws.streameval import Trace, build_stream, record, replay, score
+from kws.streameval import (
+    NEGATIVE_SNRS,
+    Word,
+    build_negative_stream,
+    build_stream,
+    det_curve,
+    lower_envelope,
+    record,
+    replay,
+    score,
+)
 
-DET_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 1.0, 0.05))
+# A stream's audio and its ground truth.
+Stream = tuple[np.ndarray, list[Word]]
 
 
 def siblings(path: Path) -> dict[str, Path]:
@@ -71,27 +83,13 @@ def frontend_cost(detector: Detector, audio: np.ndarray, chunk: int = 320) -> fl
     return (time.process_time() - start) / (len(audio) / detector.frontend.config.sample_rate)
 
 
-def det_curve(trace: Trace, words: Sequence[Any]) -> list[dict[str, float]]:
-    """False-reject rate and false alarms per hour at shared thresholds (one for every keyword)."""
-    points = []
-    for threshold in DET_THRESHOLDS:
-        s = score(replay(trace, threshold), words, trace.seconds)
-        points.append(
-            {
-                "threshold": threshold,
-                "false_reject_rate": 1 - s.hit_rate,
-                "false_alarms_per_hour": s.false_alarms_per_hour,
-            }
-        )
-    return points
-
-
 def bench_model(
     path: Path,
     data: Path,
     *,
-    stream: tuple[np.ndarray, list[Any]],
+    stream: Stream,
     negatives: Path | None = None,
+    negative_streams: Sequence[tuple[float, Stream, Stream]] = (),
     repeats: int = 200,
     progress: bool = True,
     tflm_sources: str | None = None,
@@ -99,8 +97,11 @@ def bench_model(
     """Every figure of one model (see the module docstring); ``path`` is its whole-clip int8 file.
 
     With ``negatives`` (a folder of speech without keywords), also the share of its 1-s
-    windows the int8 model names a keyword (:func:`kws.evaluate.false_accepts`). The
-    streaming file's firmware on the emulated Cortex-M4F (:func:`firmware_figures`).
+    windows the int8 model names a keyword (:func:`kws.evaluate.false_accepts`), and for
+    each ``(snr_db, keyword stream, negative stream)`` of ``negative_streams`` the
+    detector's hit rate and false alarms at its thresholds, with the DET curve (misses on
+    the keyword stream, false alarms on the negative stream). The streaming file's
+    firmware on the emulated Cortex-M4F (:func:`firmware_figures`).
     """
     files = siblings(path)
     int8 = load_runner(path, require_int8=True)
@@ -169,10 +170,49 @@ def bench_model(
         "real_time_factor": trace.cpu_seconds / trace.seconds,
         "minutes": trace.seconds / 60,
         **s.to_dict(),
-        "det": det_curve(trace, words),
+        "det": det_curve((trace, words)),
     }
+    if negative_streams:
+        row["false_alarms"] = [
+            false_alarm_figures(detector, snr, keyword_stream, negative_stream, reuse=(trace, words))
+            for snr, keyword_stream, negative_stream in negative_streams
+        ]
     row["firmware"] = firmware_figures(streaming.path, data, tflm_sources)
     return row
+
+
+def false_alarm_figures(
+    detector: Detector,
+    snr_db: float,
+    keyword_stream: Stream,
+    negative_stream: Stream,
+    reuse: tuple[Any, list[Word]] | None = None,
+) -> dict[str, Any]:
+    """Hits on a keyword stream and false alarms on a negative stream at the detector's thresholds.
+
+    ``reuse`` is a trace already recorded on ``keyword_stream``'s words (the main stream).
+    """
+    audio, words = keyword_stream
+    keyword = reuse if reuse is not None and reuse[1] is words else (record(detector, audio), words)
+    negative_audio, negative_words = negative_stream
+    negative = (record(detector, negative_audio), negative_words)
+    thresholds = detector.smoother.keyword_thresholds
+    hits = score(replay(keyword[0], thresholds), keyword[1], keyword[0].seconds)
+    alarms = score(replay(negative[0], thresholds), negative[1], negative[0].seconds)
+    det = det_curve(keyword, [negative])
+    return {
+        "snr_db": snr_db,
+        "hit_rate": hits.hit_rate,
+        "keywords": hits.keywords,
+        "recordings": len(negative_words),
+        "minutes": negative[0].seconds / 60,
+        "false_alarms": alarms.false_alarms,
+        "false_alarms_per_hour": alarms.false_alarms_per_hour,
+        "false_alarms_per_hour_upper95": alarms.false_alarms_per_hour_upper95,
+        "false_alarms_by_label": alarms.to_dict()["false_alarms_by_label"],
+        "det": det,
+        "det_envelope": lower_envelope(det),
+    }
 
 
 def firmware_figures(path: Path, data: Path, tflm_sources: str | None) -> dict[str, Any] | None:
@@ -199,14 +239,30 @@ def bench(
     *,
     minutes: float = 20.0,
     negatives: Path | None = None,
+    snrs: Sequence[float] = NEGATIVE_SNRS,
     seed: int = 0,
     repeats: int = 200,
     progress: bool = True,
     tflm_sources: str | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`bench_model` for each model, all on the same data and the same long stream."""
+    """:func:`bench_model` for each model, all on the same data and the same long streams.
+
+    The main keyword stream is at 20 dB SNR; with ``negatives``, a keyword stream and a
+    stream of every negative recording once are built at each of ``snrs``.
+    """
     first = load_runner(models[0])
-    stream = build_stream(data, first.info.labels, minutes=minutes, seed=seed)
+    labels = first.info.labels
+    stream = build_stream(data, labels, minutes=minutes, seed=seed)
+    negative_streams = []
+    if negatives is not None:
+        files = negative_files(negatives, keywords_of(labels))
+        for snr in snrs:
+            keyword_stream = (
+                stream if snr == 20.0 else build_stream(data, labels, minutes=minutes, seed=seed, snr_db=snr)
+            )
+            negative_streams.append(
+                (snr, keyword_stream, build_negative_stream(files, data, labels, snr_db=snr, seed=seed))
+            )
     rows = []
     for path in tqdm(models, desc="models", disable=not progress or len(models) < 2, leave=False):
         if load_runner(path).info.labels != first.info.labels:
@@ -217,6 +273,7 @@ def bench(
                 data,
                 stream=stream,
                 negatives=negatives,
+                negative_streams=negative_streams,
                 repeats=repeats,
                 progress=progress,
                 tflm_sources=tflm_sources,
@@ -293,6 +350,18 @@ def _table(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
                 ],
             )
         )
+    folder = Path(rows[0]["negatives"]["folder"]).name if "negatives" in rows[0] else ""
+    for i, fa in enumerate(rows[0].get("false_alarms", [])):
+        lines.append(
+            (
+                f"hits / false alarms on {folder} at {fa['snr_db']:g} dB ({fa['minutes']:.1f} min)",
+                [
+                    f"{f['hit_rate']:.1%} / {f['false_alarms']} ({f['false_alarms_per_hour']:.1f}/h, "
+                    f"95% ≤ {f['false_alarms_per_hour_upper95']:.1f}/h)"
+                    for f in (r["false_alarms"][i] for r in rows)
+                ],
+            )
+        )
     for label in rows[0]["labels"]:
         lines.append((f"recall {label}", [pct(r["recall"][label]) for r in rows]))
     return lines
@@ -332,17 +401,26 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         draw_confusion(ax, np.array(r["confusion"]), names, title)
     det = axes[-1]
     for r in rows:
-        points = r["streaming"]["det"]
-        det.plot(
-            [p["false_alarms_per_hour"] for p in points],
-            [p["false_reject_rate"] for p in points],
-            marker=".",
-            label=f"{Path(r['streaming']['model']).name} ({r['streaming']['mode']})",
-        )
+        name = f"{Path(r['streaming']['model']).name} ({r['streaming']['mode']})"
+        # False alarms on the negative streams where measured, else on the keyword stream.
+        curves = [(f"{name}, {f['snr_db']:g} dB", f["det_envelope"]) for f in r.get("false_alarms", [])]
+        for label, points in curves or [(name, lower_envelope(r["streaming"]["det"]))]:
+            det.plot(
+                [p["false_alarms_per_hour"] for p in points],
+                [p["false_reject_rate"] for p in points],
+                marker=".",
+                drawstyle="steps-post",
+                label=label,
+            )
     det.set_xscale("symlog", linthresh=1)
-    det.set_xlabel("false alarms per hour")
-    det.set_ylabel("false-reject rate")
-    det.set_title(f"detection-error trade-off, {rows[0]['streaming']['minutes']:.0f}-min stream")
+    where = (
+        f"{Path(rows[0]['negatives']['folder']).name} stream"
+        if rows[0].get("false_alarms")
+        else f"the {rows[0]['streaming']['minutes']:.0f}-min keyword stream"
+    )
+    det.set_xlabel(f"false alarms per hour on {where}")
+    det.set_ylabel("false-reject rate (keyword stream)")
+    det.set_title("detection-error trade-off (lower envelope, shared thresholds)")
     det.grid(True, alpha=0.3)
     det.legend()
     fig.tight_layout()

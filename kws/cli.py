@@ -85,6 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         images=None if args.images is None else str(args.images),
         negatives=tuple(str(p) for p in args.negatives),
         negative_hop_s=args.negative_hop,
+        unknown_weight=args.unknown_weight,
         arch=args.arch,
         keywords=args.keywords,
         epochs=args.epochs,
@@ -256,6 +257,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from kws.bench import bench, format_table, plot
     from kws.bundled import bundled_model
     from kws.fileio import writable_file
+    from kws.streameval import NEGATIVE_SNRS
 
     if args.data is None:
         raise KwsError(
@@ -270,6 +272,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.data,
         minutes=args.minutes,
         negatives=args.negatives,
+        snrs=args.snr or NEGATIVE_SNRS,
         repeats=args.repeats,
         progress=not args.json,
         tflm_sources=args.tflm or os.environ.get("KWS_TFLM") or None,
@@ -344,14 +347,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
             path,
             args.data,
             target_false_alarms_per_hour=args.target,
+            negatives=args.negatives,
             split=args.split,
             minutes=args.minutes,
             seed=args.seed,
             out=args.out,
         )
+        negatives = tuning.get("negatives")
+        on = f" + {negatives['minutes']:.1f} min of held-out negatives" if negatives else ""
         print(
             f"{args.out or path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
-            f"stream: hit rate {tuning['hit_rate']:.1%}, {tuning['false_alarms_per_hour']:.1f} false alarms/h"
+            f"stream{on}: hit rate {tuning['hit_rate']:.1%}, {tuning['false_alarms_per_hour']:.1f} false alarms/h"
         )
         print("  " + ", ".join(f"{k} {t:.2f}" for k, t in tuning["thresholds"].items()))
     return 0
@@ -374,6 +380,17 @@ def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callab
         return value
 
     return parse
+
+
+def _decibels(text: str) -> float:
+    """An argparse type: a finite level in dB (any sign)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
 
 
 def _probability(text: str) -> float:
@@ -488,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: one window a recording each epoch)",
     )
     train.add_argument(
+        "--unknown-weight",
+        type=_positive(float),
+        default=1.0,
+        help="the _unknown_ class's share of the loss relative to one keyword's (default 1: balanced)",
+    )
+    train.add_argument(
         "--frontend",
         choices=sorted(FRONTENDS),
         default="logmel_image",
@@ -574,7 +597,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--negatives",
         type=Path,
-        help="a folder of speech without keywords: the share of its 1-s windows named a keyword",
+        help="a folder of speech without keywords: the share of its 1-s windows named a keyword, and "
+        "the false alarms per hour on a stream of every recording once (at each --snr)",
+    )
+    bench.add_argument(
+        "--snr",
+        type=_decibels,
+        action="append",
+        help="background level (speech over noise, dB) of the negative and keyword streams "
+        "(repeatable; default: 20 and 10)",
     )
     bench.add_argument("--repeats", type=_positive(int), default=200, help="invokes timed per latency figure")
     bench.add_argument(
@@ -639,6 +670,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", type=_positive(float), help="false alarms per hour, all keywords (default: 30)"
     )
     tune.add_argument("--minutes", type=_positive(float), default=30.0, help="length of the tuning stream")
+    tune.add_argument(
+        "--negatives",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of non-keyword speech whose held-out 10%% (the part kws train never trains on) "
+        "also counts false alarms (repeatable)",
+    )
     tune.add_argument("--seed", type=int, default=0)
     tune.set_defaults(func=cmd_tune)
 

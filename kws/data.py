@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ import numpy as np
 
 from kws.audio import DEFAULT_SAMPLE_RATE, load_audio, probe
 from kws.errors import AudioError, DataError
+
+
+class DataWarning(UserWarning):
+    """A data folder that works but is probably not what was meant."""
+
 
 DEFAULT_KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE = "_silence_"
@@ -143,6 +149,43 @@ def audio_files_under(folder: str | Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{root}: holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return files
+
+
+# The share of a negatives folder's files (by name hash) that training never sees: its
+# validation windows and the streams thresholds are tuned on.
+NEGATIVE_HELD_OUT_SHARE = 0.1
+
+
+def held_out_negative(path: Path) -> bool:
+    """Whether a negative recording is one of the fixed 10% kept out of training (name hash)."""
+    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_HELD_OUT_SHARE
+
+
+def negative_files(folder: str | Path, keywords: Sequence[str]) -> list[Path]:
+    """Every audio file under a folder of speech that holds no keyword, sorted.
+
+    A sub-folder named like a keyword is most likely keyword clips given by mistake:
+    they would count as false alarms (or be trained on as ``_unknown_``), so it warns.
+
+    Raises
+    ------
+    DataError
+        The folder is missing or holds no audio file.
+    """
+    files = audio_files_under(folder)
+    root = Path(folder)
+    named = sorted(
+        {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1} & set(keywords)
+    )
+    if named:
+        warnings.warn(
+            f"{root}: sub-folder(s) {', '.join(named)} named like keywords; every clip under "
+            f"{root} is taken as speech without a keyword",
+            DataWarning,
+            stacklevel=2,
+        )
     return files
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.audio import load_audio
-from kws.data import SILENCE, UNKNOWN, audio_files_under, examples, load_example, scan
+from kws.data import SILENCE, UNKNOWN, examples, load_example, negative_files, scan
 from kws.errors import DataError
 from kws.features import FrontendConfig, clip_features
 from kws.runtime import Runner
@@ -175,7 +175,7 @@ def negative_windows(
 
 
 def load_negative_features(
-    folder: str | Path, frontend: FrontendConfig, *, progress: bool = False
+    folder: str | Path, frontend: FrontendConfig, keywords: Sequence[str], *, progress: bool = False
 ) -> tuple[np.ndarray, float]:
     """Model inputs of every 1-s window of the recordings under ``folder``, and their minutes of audio.
 
@@ -185,11 +185,13 @@ def load_negative_features(
         Recordings that hold no keyword (any audio files, at any depth).
     frontend : FrontendConfig
         The model's front-end.
+    keywords : sequence of str
+        The model's keywords (a sub-folder named like one gets a warning).
     progress : bool
         Show a progress bar while reading.
     """
     windows, samples = [], 0
-    for path in tqdm(audio_files_under(folder), desc="negatives", disable=not progress, leave=False):
+    for path in tqdm(negative_files(folder, keywords), desc="negatives", disable=not progress, leave=False):
         audio = load_audio(path, frontend.sample_rate)
         samples += len(audio)
         windows += [clip_features(w, frontend) for w in negative_windows(audio, frontend)]
@@ -228,8 +230,8 @@ class FalseAccepts:
 
 def false_accepts(runner: Runner, folder: str | Path, *, progress: bool = False) -> FalseAccepts:
     """The keyword false-accept rate of ``runner`` on the non-keyword recordings under ``folder``."""
-    keywords_of(runner.info.labels)
-    windows, minutes = load_negative_features(folder, runner.info.frontend, progress=progress)
+    keywords = keywords_of(runner.info.labels)
+    windows, minutes = load_negative_features(folder, runner.info.frontend, keywords, progress=progress)
     top = predict(runner, windows, progress=progress, desc="negatives").argmax(axis=1)
     return FalseAccepts(tuple(runner.info.labels), top, minutes)
 

@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kws.audio import word_extent
-from kws.data import SILENCE, UNKNOWN, examples, load_example, scan
+from kws.audio import load_audio, word_extent
+from kws.data import (
+    SILENCE,
+    UNKNOWN,
+    Example,
+    examples,
+    held_out_negative,
+    load_example,
+    negative_files,
+    scan,
+)
 from kws.errors import DataError
 from kws.evaluate import keywords_of
 from kws.stream import Detection, Detector, PosteriorSmoother, moving_average
@@ -32,15 +43,90 @@ from kws.stream import Detection, Detector, PosteriorSmoother, moving_average
 
 @dataclass(frozen=True)
 class Word:
-    """A word placed in a stream: its label and where it is spoken (seconds)."""
+    """A word placed in a stream: its label, where it is spoken (seconds) and its file."""
 
     label: str
     start: float
     end: float
+    source: str = ""
+
+
+# Every placed clip is scaled to this RMS; the background is set relative to it (SNR).
+SPEECH_RMS = 0.05
 
 
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def _lay_out(
+    clips: Iterator[tuple[np.ndarray, str, str]],
+    total: int | None,
+    gap: tuple[float, float],
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> tuple[np.ndarray, list[Word]]:
+    """Speech alone: ``(audio, label, source)`` clips end to end, ``gap`` seconds apart.
+
+    With ``total`` (samples), clips are taken until the next would not fit; with None,
+    every clip is placed and the stream ends one gap after the last.
+    """
+    pieces: list[np.ndarray] = []
+    words: list[Word] = []
+    pos = 0
+    while True:
+        silence = int(rng.uniform(*gap) * sample_rate)
+        clip, label, source = next(clips, (None, "", ""))
+        if clip is None:
+            break
+        if total is not None and pos + silence + len(clip) > total:
+            break
+        start, end = word_extent(clip, sample_rate)
+        pieces += [
+            np.zeros(silence, np.float32),
+            (clip / max(_rms(clip), 1e-6) * SPEECH_RMS).astype(np.float32),
+        ]
+        pos += silence
+        words.append(Word(label, pos / sample_rate + start, pos / sample_rate + end, source))
+        pos += len(clip)
+    end_length = total if total is not None else pos + int(rng.uniform(*gap) * sample_rate)
+    pieces.append(np.zeros(end_length - pos, np.float32))
+    return np.concatenate(pieces), words
+
+
+def _over_background(
+    speech: np.ndarray,
+    background: Sequence[Example],
+    snr_db: float,
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> np.ndarray:
+    """``speech`` over background clips (noise recordings or real silence) end to end at ``snr_db``."""
+    noise = np.concatenate(
+        [
+            load_example(background[int(rng.integers(len(background)))], sample_rate, sample_rate)
+            for _ in range(len(speech) // sample_rate + 1)
+        ]
+    )[: len(speech)]
+    noise *= SPEECH_RMS / 10 ** (snr_db / 20) / max(_rms(noise), 1e-9)
+    return np.clip(speech + noise, -1, 1).astype(np.float32)
+
+
+def _pools(
+    data_dir: str | Path, labels: Sequence[str], split: str, sample_rate: int
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """A split's keyword, unknown-word and background (silence) examples."""
+    chosen = examples(
+        scan(data_dir), split, keywords_of(labels), clip_samples=sample_rate, unknown_percentage=100
+    )
+    keyword_pool = [e for e in chosen if e.label not in (SILENCE, UNKNOWN)]
+    unknown_pool = [e for e in chosen if e.label == UNKNOWN]
+    background_pool = [e for e in chosen if e.label == SILENCE]
+    if not background_pool:
+        raise DataError(
+            f"{data_dir}: no background noise or silence clips in split {split!r} to build a stream on"
+        )
+    return keyword_pool, unknown_pool, background_pool
 
 
 def build_stream(
@@ -83,38 +169,85 @@ def build_stream(
     words : list of Word
         Every placed word (keywords and unknowns) with its spoken extent.
     """
-    index = scan(data_dir)
-    chosen = examples(index, split, keywords_of(labels), clip_samples=sample_rate, unknown_percentage=100)
-    rng = np.random.default_rng(seed)
-    keyword_pool = [e for e in chosen if e.label not in (SILENCE, UNKNOWN)]
-    unknown_pool = [e for e in chosen if e.label == UNKNOWN]
-    background_pool = [e for e in chosen if e.label == SILENCE]
-    if not keyword_pool or not background_pool:
-        missing = "keyword clips" if not keyword_pool else "background noise or silence clips"
-        raise DataError(f"{data_dir}: no {missing} in split {split!r} to build a stream from")
+    keyword_pool, unknown_pool, background_pool = _pools(data_dir, labels, split, sample_rate)
+    if not keyword_pool:
+        raise DataError(f"{data_dir}: no keyword clips in split {split!r} to build a stream from")
     if minutes * 60 < 1:
         raise DataError(f"a stream needs at least a second of audio, not {minutes:g} minutes")
-    total = int(minutes * 60 * sample_rate)
-    speech = np.zeros(total, dtype=np.float32)
-    words: list[Word] = []
-    pos = int(rng.uniform(*gap) * sample_rate)
-    while pos + sample_rate <= total:
-        pool = unknown_pool if unknown_pool and rng.uniform() < unknown_share else keyword_pool
-        example = pool[int(rng.integers(len(pool)))]
-        clip = load_example(example, sample_rate, sample_rate)
-        start, end = word_extent(clip, sample_rate)
-        speech[pos : pos + sample_rate] = clip / max(_rms(clip), 1e-6) * 0.05  # speech at a fixed level
-        words.append(Word(example.label, pos / sample_rate + start, pos / sample_rate + end))
-        pos += sample_rate + int(rng.uniform(*gap) * sample_rate)
-    # Background: silence examples (noise recordings, or real silence clips) end to end.
-    background = np.concatenate(
-        [
-            load_example(background_pool[int(rng.integers(len(background_pool)))], sample_rate, sample_rate)
-            for _ in range(total // sample_rate + 1)
-        ]
-    )[:total]
-    background *= 0.05 / 10 ** (snr_db / 20) / max(_rms(background), 1e-9)
-    return np.clip(speech + background, -1, 1).astype(np.float32), words
+    rng = np.random.default_rng(seed)
+
+    def clips() -> Iterator[tuple[np.ndarray, str, str]]:
+        while True:
+            pool = unknown_pool if unknown_pool and rng.uniform() < unknown_share else keyword_pool
+            example = pool[int(rng.integers(len(pool)))]
+            yield load_example(example, sample_rate, sample_rate), example.label, str(example.path)
+
+    speech, words = _lay_out(clips(), int(minutes * 60 * sample_rate), gap, rng, sample_rate)
+    return _over_background(speech, background_pool, snr_db, rng, sample_rate), words
+
+
+def build_negative_stream(
+    files: Sequence[Path],
+    data_dir: str | Path,
+    labels: Sequence[str],
+    *,
+    split: str = "test",
+    gap: tuple[float, float] = (1.0, 3.0),
+    snr_db: float = 20.0,
+    seed: int = 0,
+    sample_rate: int = 16000,
+) -> tuple[np.ndarray, list[Word]]:
+    """Every recording of ``files`` once, in a seeded order, over ``data_dir``'s background noise.
+
+    The recordings hold no keyword, so every detection on the stream is a false alarm
+    (:func:`score`). Each is placed whole, at the same speech level as :func:`build_stream`'s
+    words, with ``gap`` seconds of background between them; the words are labelled
+    ``_unknown_`` and keep their file name (``Word.source``) to say which set off a false
+    alarm.
+
+    Parameters
+    ----------
+    files : sequence of path
+        Audio files of speech without keywords (:func:`kws.data.negative_files`).
+    data_dir, labels, split
+        Where the background comes from: ``split``'s silence examples, as for
+        :func:`build_stream`.
+    gap, snr_db, seed, sample_rate
+        As for :func:`build_stream`.
+    """
+    if not files:
+        raise DataError("no negative recordings to build a stream from")
+    _, _, background_pool = _pools(data_dir, labels, split, sample_rate)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(files))
+
+    def clips() -> Iterator[tuple[np.ndarray, str, str]]:
+        for i in order:
+            yield load_audio(files[i], sample_rate), UNKNOWN, str(files[i])
+
+    speech, words = _lay_out(clips(), None, gap, rng, sample_rate)
+    return _over_background(speech, background_pool, snr_db, rng, sample_rate), words
+
+
+def poisson_upper(count: int, confidence: float = 0.95) -> float:
+    """The exact one-sided upper confidence bound of a Poisson mean after ``count`` events.
+
+    The mean ``m`` at which ``count`` or fewer events have probability ``1 - confidence``
+    (3.0 for no event at 95%: the "rule of three").
+    """
+    if count < 0 or not 0 < confidence < 1:
+        raise ValueError("count must be >= 0 and confidence in (0, 1)")
+
+    def at_most(mean: float) -> float:  # P(X <= count), summed in log space
+        terms = [k * math.log(mean) - mean - math.lgamma(k + 1) for k in range(count + 1)]
+        top = max(terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+    low, high = 0.0, count + 10.0 * math.sqrt(count + 1) + 10.0
+    for _ in range(100):  # bisection: at_most falls as the mean grows
+        mid = (low + high) / 2
+        low, high = (mid, high) if at_most(mid) > 1 - confidence else (low, mid)
+    return high
 
 
 @dataclass(frozen=True)
@@ -126,6 +259,7 @@ class StreamScore:
     false_alarms: int
     hours: float
     latencies: tuple[float, ...]  # event time minus word end, seconds, for each hit
+    false_alarm_labels: tuple[str, ...] = ()  # the label of each false alarm, in time order
 
     @property
     def hit_rate(self) -> float:
@@ -136,10 +270,15 @@ class StreamScore:
         return self.false_alarms / self.hours
 
     @property
+    def false_alarms_per_hour_upper95(self) -> float:
+        """The 95% upper confidence bound of the false-alarm rate (:func:`poisson_upper`)."""
+        return poisson_upper(self.false_alarms) / self.hours
+
+    @property
     def median_latency(self) -> float:
         return float(np.median(self.latencies)) if self.latencies else float("nan")
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "keywords": self.keywords,
             "hits": self.hits,
@@ -147,6 +286,8 @@ class StreamScore:
             "false_alarms": self.false_alarms,
             "hours": self.hours,
             "false_alarms_per_hour": self.false_alarms_per_hour,
+            "false_alarms_per_hour_upper95": self.false_alarms_per_hour_upper95,
+            "false_alarms_by_label": dict(Counter(self.false_alarm_labels).most_common()),
             "median_latency_s": self.median_latency,
         }
 
@@ -163,7 +304,7 @@ def score(
     starts = [w.start for w in targets]
     matched = [False] * len(targets)
     latencies = []
-    false_alarms = 0
+    false_alarms = []
     for event in events:
         # Words do not overlap, so their ends are sorted too: the candidates are a short run.
         last = bisect.bisect_right(starts, event.time)
@@ -176,8 +317,10 @@ def score(
                 latencies.append(event.time - targets[i].end)
                 break
         else:
-            false_alarms += 1
-    return StreamScore(len(targets), sum(matched), false_alarms, seconds / 3600, tuple(latencies))
+            false_alarms.append(event.label)
+    return StreamScore(
+        len(targets), sum(matched), len(false_alarms), seconds / 3600, tuple(latencies), tuple(false_alarms)
+    )
 
 
 @dataclass(frozen=True)
@@ -236,7 +379,21 @@ def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detect
 
 # False alarms per hour (all keywords) the thresholds of a trained model are tuned for.
 DEFAULT_TARGET_FA = 30.0
-THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.30, 0.995, 0.01))
+THRESHOLD_GRID = (*(round(t, 2) for t in np.arange(0.30, 0.995, 0.01)), 0.995)
+
+# The background levels negative streams are measured (kws bench) and tuned (kws tune) at.
+NEGATIVE_SNRS = (20.0, 10.0)
+
+# A recorded stream and its ground truth.
+Recorded = tuple[Trace, Sequence[Word]]
+
+
+def false_alarms(streams: Sequence[Recorded], thresholds: float | Mapping[str, float]) -> tuple[int, float]:
+    """False alarms on ``streams`` together at ``thresholds``, and their hours of audio."""
+    count = sum(
+        score(replay(trace, thresholds), words, trace.seconds).false_alarms for trace, words in streams
+    )
+    return count, sum(trace.seconds for trace, _ in streams) / 3600
 
 
 def tune_thresholds(
@@ -244,6 +401,7 @@ def tune_thresholds(
     words: Sequence[Word],
     target_false_alarms_per_hour: float,
     grid: Sequence[float] = THRESHOLD_GRID,
+    negatives: Sequence[Recorded] = (),
 ) -> dict[str, float]:
     """One threshold per keyword: the lowest whose own false alarms stay within an equal share of the target.
 
@@ -254,22 +412,59 @@ def tune_thresholds(
     words : sequence of Word
         That stream's ground truth.
     target_false_alarms_per_hour : float
-        For all keywords together; each keyword gets ``target / n_keywords``.
+        For all keywords together; each keyword gets ``target / n_keywords``, counted
+        over the keyword stream and the ``negatives`` streams together.
     grid : sequence of float
         Thresholds tried, ascending; a keyword that exceeds its share even at the last
         gets the last.
+    negatives : sequence of (Trace, words)
+        Recorded streams of speech without keywords (:func:`build_negative_stream`).
     """
     keywords = [label for label in trace.labels if label not in (SILENCE, UNKNOWN)]
     share = target_false_alarms_per_hour / len(keywords)
+    streams = [(trace, words), *negatives]
     chosen = {}
     for keyword in keywords:
         others = dict.fromkeys(keywords, np.inf)  # tuned one at a time: only this keyword fires
         for threshold in grid:
-            events = replay(trace, {**others, keyword: threshold})
-            if score(events, words, trace.seconds).false_alarms_per_hour <= share:
+            count, hours = false_alarms(streams, {**others, keyword: threshold})
+            if count / hours <= share:
                 break
         chosen[keyword] = float(threshold)
     return chosen
+
+
+def det_curve(
+    keyword_stream: Recorded, negatives: Sequence[Recorded] = (), grid: Sequence[float] = THRESHOLD_GRID
+) -> list[dict[str, float]]:
+    """Detection-error trade-off at shared thresholds (one for every keyword).
+
+    The false-reject rate is the keyword stream's; the false alarms are counted on the
+    ``negatives`` streams where given, else on the keyword stream itself.
+    """
+    points = []
+    for threshold in grid:
+        trace, words = keyword_stream
+        hits = score(replay(trace, threshold), words, trace.seconds)
+        count, hours = false_alarms(negatives or [keyword_stream], threshold)
+        points.append(
+            {
+                "threshold": threshold,
+                "false_reject_rate": 1 - hits.hit_rate,
+                "false_alarms": count,
+                "false_alarms_per_hour": count / hours,
+            }
+        )
+    return points
+
+
+def lower_envelope(points: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    """The DET points no other point beats on both false rejects and false alarms, by false alarms."""
+    front: list[Mapping[str, float]] = []
+    for p in sorted(points, key=lambda p: (p["false_alarms_per_hour"], p["false_reject_rate"])):
+        if not front or p["false_reject_rate"] < front[-1]["false_reject_rate"]:
+            front.append(p)
+    return front
 
 
 def tune_model(
@@ -277,6 +472,7 @@ def tune_model(
     data_dir: str | Path,
     *,
     target_false_alarms_per_hour: float,
+    negatives: Sequence[str | Path] = (),
     split: str = "validation",
     minutes: float = 30.0,
     snr_db: float = 20.0,
@@ -294,7 +490,10 @@ def tune_model(
     default), run through a :class:`Detector` with its default settings in the mode the
     file implies (windowed for a clip model, stateful for a step model), and the
     thresholds :func:`tune_thresholds` picks are written into the file (atomically) with
-    how they were chosen.
+    how they were chosen. With ``negatives`` (folders of speech without keywords), the
+    false alarms also count on a stream of each folder's held-out recordings (the 10%
+    ``kws train`` never trains on, :func:`kws.data.held_out_negative`) at each of
+    :data:`NEGATIVE_SNRS`.
 
     Returns
     -------
@@ -325,9 +524,20 @@ def tune_model(
         data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
     )
     trace = record(Detector(runner), audio)
-    thresholds = tune_thresholds(trace, words, target_false_alarms_per_hour)
+    keywords = keywords_of(runner.info.labels)
+    files = [f for folder in negatives for f in negative_files(folder, keywords) if held_out_negative(f)]
+    if negatives and not files:
+        raise DataError(f"{', '.join(map(str, negatives))}: no held-out recordings to tune on")
+    negative_streams = []
+    for i, snr in enumerate(NEGATIVE_SNRS if files else ()):
+        negative_audio, negative_words = build_negative_stream(
+            files, data_dir, runner.info.labels, split=split, snr_db=snr, seed=seed + i
+        )
+        negative_streams.append((record(Detector(runner), negative_audio), negative_words))
+    thresholds = tune_thresholds(trace, words, target_false_alarms_per_hour, negatives=negative_streams)
     result = score(replay(trace, thresholds), words, trace.seconds)
-    tuning = {
+    count, hours = false_alarms([(trace, words), *negative_streams], thresholds)
+    tuning: dict[str, Any] = {
         "data": str(data_dir),
         "split": split,
         "minutes": minutes,
@@ -335,8 +545,17 @@ def tune_model(
         "seed": seed,
         "target_false_alarms_per_hour": target_false_alarms_per_hour,
         "hit_rate": round(result.hit_rate, 4),
-        "false_alarms_per_hour": round(result.false_alarms_per_hour, 2),
+        "false_alarms_per_hour": round(count / hours, 2),
     }
+    if files:
+        negative_count, negative_hours = false_alarms(negative_streams, thresholds)
+        tuning["negatives"] = {
+            "folders": [str(f) for f in negatives],
+            "recordings": len(files),
+            "snr_db": list(NEGATIVE_SNRS),
+            "minutes": round(negative_hours * 60, 2),
+            "false_alarms": negative_count,
+        }
     info = dataclasses.replace(
         runner.info, extra={**runner.info.extra, "thresholds": thresholds, "threshold_tuning": tuning}
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import signal
@@ -37,10 +36,11 @@ from kws.data import (
     DEFAULT_KEYWORDS,
     SILENCE,
     UNKNOWN,
-    audio_files_under,
     examples,
+    held_out_negative,
     labels_for,
     load_example,
+    negative_files,
     scan,
 )
 from kws.errors import KwsError
@@ -82,12 +82,16 @@ class TrainConfig:
         extracted folder, trained on beside ``data``; needs the ``logmel_image`` front-end.
     negatives : tuple of str
         Folders of non-keyword speech (any audio files, at any depth), trained on as
-        ``_unknown_``. A fixed 10% of each folder's files (by name hash) is held out for
-        validation.
+        ``_unknown_``. A fixed 10% of each folder's files (by name hash,
+        :func:`kws.data.held_out_negative`) is held out for validation and tuning.
     negative_hop_s : float or None
         Each epoch, every training recording of ``negatives`` gives 1-s windows this far
         apart, from a random start (the number of windows stays the same); None: one 1-s
         window at a random place.
+    unknown_weight : float
+        The ``_unknown_`` class's share of the loss relative to one keyword's (classes are
+        otherwise balanced): above 1 trades keyword recall for fewer false alarms on
+        other speech.
     arch : {"lstm", "gru", "dscnn"}
     keywords : tuple of str
         Words to spot; all others are ``_unknown_``.
@@ -113,6 +117,7 @@ class TrainConfig:
     images: str | None = None
     negatives: tuple[str, ...] = ()
     negative_hop_s: float | None = None
+    unknown_weight: float = 1.0
     arch: str = "lstm"
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     epochs: int = 40
@@ -133,9 +138,6 @@ class TrainConfig:
         d["negatives"] = list(self.negatives)
         d["frontend"] = self.frontend.to_dict()
         return d
-
-
-NEGATIVE_VALIDATION_SHARE = 0.1
 
 
 @dataclass
@@ -183,12 +185,6 @@ class TrainingData:
         return np.concatenate([image_y, self.train_audio_y, negative_y]).astype(int)
 
 
-def _held_out(path: Path) -> bool:
-    """Whether a negative file is one of the fixed 10% kept for validation (name hash)."""
-    digest = hashlib.sha1(path.name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_VALIDATION_SHARE
-
-
 def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
     """Read every source's train and validation parts and fit the front-end normalisation."""
     index = scan(config.data)
@@ -223,9 +219,11 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
     negatives: list[np.ndarray] = []
     val_negatives: list[np.ndarray] = []
     for folder in config.negatives:
-        for path in tqdm(audio_files_under(folder), desc=f"read {folder}", disable=not progress):
+        for path in tqdm(
+            negative_files(folder, config.keywords), desc=f"read {folder}", disable=not progress
+        ):
             audio = load_audio(path, frontend.sample_rate)
-            if _held_out(path):
+            if held_out_negative(path):
                 val_negatives += negative_windows(audio, frontend)
             else:
                 negatives.append(audio)
@@ -312,10 +310,13 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs)))
 
 
-def class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
-    """Weights inversely proportional to class frequency (mean weight 1)."""
+def class_weights(y: np.ndarray, n_labels: int, boost: dict[int, float] | None = None) -> dict[int, float]:
+    """Weights inversely proportional to class frequency (every class the same share of the
+    loss), a class in ``boost`` that many shares."""
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     weights = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    for label, factor in (boost or {}).items():
+        weights[label] *= factor
     return {i: float(w) for i, w in enumerate(weights)}
 
 
@@ -395,7 +396,9 @@ def fit(
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-    weights = class_weights(data.train_y, len(data.labels))
+    weights = class_weights(
+        data.train_y, len(data.labels), {data.labels.index(UNKNOWN): config.unknown_weight}
+    )
     steps = math.ceil(len(data.train_y) / config.batch_size)
     interrupted = False
     try:
@@ -555,13 +558,15 @@ def run(
             if key in paths:
                 if progress:
                     print(
-                        f"tuning the thresholds of {paths[key].name} on {tune_minutes:g} min of validation stream",
+                        f"tuning the thresholds of {paths[key].name} on {tune_minutes:g} min of validation stream"
+                        + (" and the held-out negatives" if config.negatives else ""),
                         file=sys.stderr,
                     )
                 thresholds[paths[key].name] = tune_model(
                     paths[key],
                     config.data,
                     target_false_alarms_per_hour=target_false_alarms_per_hour,
+                    negatives=config.negatives,
                     minutes=tune_minutes,
                 )
     return write_report(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -16,10 +17,11 @@ from helpers import run_kws
 from kws.audio import load_audio
 from kws.bench import format_table
 from kws.bundled import MODELS_DIR, bundled_model
+from kws.data import negative_files
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
-from kws.streameval import build_stream, score
+from kws.streameval import build_negative_stream, build_stream, poisson_upper, score
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,49 @@ def test_stream_figures_equal_the_live_detector(bench_json: dict[str, Any], smal
         assert all(0 <= p["false_reject_rate"] <= 1 for p in streaming["det"])
 
 
+def test_false_alarm_figures_equal_the_live_detector_on_the_negative_streams(
+    bench_json: dict[str, Any], small_test12: Path, small_jarvis: Path
+) -> None:
+    for row in bench_json["models"]:
+        runner = load_runner(row["streaming"]["model"])
+        labels = runner.info.labels
+        assert [f["snr_db"] for f in row["false_alarms"]] == [20.0, 10.0]
+        for figures in row["false_alarms"]:
+            audio, _words = build_negative_stream(
+                negative_files(small_jarvis, labels[2:]),
+                small_test12,
+                labels,
+                snr_db=figures["snr_db"],
+                seed=0,
+            )
+            live = detect(Detector(runner), audio)  # every event on speech without keywords is false
+            minutes = len(audio) / 16000 / 60
+            assert figures["false_alarms"] == len(live) and figures["recordings"] == 10
+            assert figures["minutes"] == pytest.approx(minutes)
+            assert figures["false_alarms_per_hour"] == pytest.approx(len(live) * 60 / minutes)
+            assert figures["false_alarms_per_hour_upper95"] == pytest.approx(
+                poisson_upper(len(live)) * 60 / minutes
+            )
+            assert sum(figures["false_alarms_by_label"].values()) == len(live)
+            keywords, keyword_words = build_stream(
+                small_test12, labels, minutes=1, seed=0, snr_db=figures["snr_db"]
+            )
+            hits = score(detect(Detector(runner), keywords), keyword_words, len(keywords) / 16000)
+            assert figures["hit_rate"] == pytest.approx(hits.hit_rate)
+            # The DET curve counts false alarms on the negative stream: at the shared
+            # threshold 0.5, the live detector's count there.
+            at_half = next(p for p in figures["det"] if p["threshold"] == 0.5)
+            assert at_half["false_alarms"] == len(detect(Detector(runner, thresholds=0.5), audio))
+            envelope = figures["det_envelope"]
+            assert all(
+                a["false_alarms_per_hour"] <= b["false_alarms_per_hour"]
+                for a, b in itertools.pairwise(envelope)
+            )
+            assert all(
+                a["false_reject_rate"] > b["false_reject_rate"] for a, b in itertools.pairwise(envelope)
+            )
+
+
 def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> None:
     rows = bench_json["models"]
     text = format_table(rows)
@@ -154,6 +199,8 @@ def test_table_has_every_figure_for_every_model(bench_json: dict[str, Any]) -> N
         "TFLM arena bytes",
         "real-time factor",
         "recall _unknown_",
+        "hits / false alarms on jarvis0 at 20 dB",
+        "hits / false alarms on jarvis0 at 10 dB",
     ):
         assert figure in text
     assert all(line.count("|") == len(rows) + 2 for line in markdown)
