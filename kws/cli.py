@@ -86,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         negatives=tuple(str(p) for p in args.negatives),
         negative_hop_s=args.negative_hop,
         unknown_weight=args.unknown_weight,
+        hard_negatives=args.hard_negatives,
+        finetune_from=None if args.finetune_from is None else str(args.finetune_from),
         arch=args.arch,
         keywords=args.keywords,
         epochs=args.epochs,
@@ -509,6 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(float),
         default=1.0,
         help="the _unknown_ class's share of the loss relative to one keyword's (default 1: balanced)",
+    )
+    train.add_argument(
+        "--finetune-from",
+        type=Path,
+        metavar="RUN",
+        help="continue a finished run's last checkpoint with these settings up to --epochs (same model "
+        "and training sources; the best epoch is chosen among the new ones)",
+    )
+    train.add_argument(
+        "--hard-negatives",
+        type=_positive(int, allow_zero=True),
+        default=0,
+        help="each epoch, also train on this many of the negatives' 1-s windows the model found most "
+        "keyword-like (hard-negative mining; default 0: off)",
     )
     train.add_argument(
         "--frontend",

@@ -164,14 +164,18 @@ def format_result(result: EvalResult, title: str = "") -> str:
 NEGATIVE_HOP_SECONDS = 0.5
 
 
+def window_starts(length: int, window: int, hop: int) -> range:
+    """Starts of the ``window``-sample windows of a ``length``-sample recording, ``hop`` apart
+    from 0 (one window at 0 when the recording is shorter than a window)."""
+    return range(0, max(length - window, 0) + 1, hop)
+
+
 def negative_windows(
     audio: np.ndarray, frontend: FrontendConfig, hop_seconds: float = NEGATIVE_HOP_SECONDS
 ) -> list[np.ndarray]:
     """1-s windows of a recording every ``hop_seconds`` (the whole recording if shorter)."""
     n, hop = frontend.clip_samples, round(frontend.sample_rate * hop_seconds)
-    if len(audio) <= n:
-        return [audio]
-    return [audio[start : start + n] for start in range(0, len(audio) - n + 1, hop)]
+    return [audio[start : start + n] for start in window_starts(len(audio), n, hop)]
 
 
 def load_negative_features(

@@ -44,7 +44,7 @@ from kws.data import (
     scan,
 )
 from kws.errors import KwsError
-from kws.evaluate import negative_windows
+from kws.evaluate import negative_windows, window_starts
 from kws.features import (
     FRONTENDS,
     FrontendConfig,
@@ -67,6 +67,7 @@ from kws.model import build, keras, save_h5
 from kws.streameval import DEFAULT_TARGET_FA
 
 CHECKPOINT_DIR = "checkpoint"
+MINING_HOP_S = 0.1  # seconds between hard-negative mining windows
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ class TrainConfig:
         The ``_unknown_`` class's share of the loss relative to one keyword's (classes are
         otherwise balanced): above 1 trades keyword recall for fewer false alarms on
         other speech.
+    hard_negatives : int
+        Hard-negative mining: each epoch after the first, the training negatives' 1-s
+        windows (every 0.1 s) that the model scored most keyword-like at the end of the
+        previous epoch, this many, are trained on again (augmented) as ``_unknown_``.
+    finetune_from : str or None
+        A finished run folder to continue from: its last checkpoint (weights, optimiser
+        state, epoch count) trained on with these settings up to ``epochs`` on the same
+        cosine schedule; model selection and early stopping start anew. Needs the same
+        model and front-end normalisation (the same training sources).
     arch : {"lstm", "gru", "dscnn"}
     keywords : tuple of str
         Words to spot; all others are ``_unknown_``.
@@ -118,6 +128,8 @@ class TrainConfig:
     negatives: tuple[str, ...] = ()
     negative_hop_s: float | None = None
     unknown_weight: float = 1.0
+    hard_negatives: int = 0
+    finetune_from: str | None = None
     arch: str = "lstm"
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     epochs: int = 40
@@ -161,6 +173,9 @@ class TrainingData:
     val_y: np.ndarray
     val_sources: dict[str, slice]
     negative_hop: int | None  # samples between a negative recording's training windows
+    # Hard-negative mining candidates: (negative index, start sample) and un-augmented features.
+    mining: list[tuple[int, int]]
+    mining_x: np.ndarray
 
     def negative_starts(self, audio: np.ndarray, rng: np.random.Generator | None = None) -> list[int]:
         """Where this epoch's 1-s training windows of a negative recording start (rng None: from 0).
@@ -250,6 +265,15 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
     for name, x, _ in val_parts:
         sources[name] = slice(start, start + len(x))
         start += len(x)
+    mining = []
+    if config.hard_negatives:
+        hop = round(MINING_HOP_S * frontend.sample_rate)
+        mining = [(i, start) for i, a in enumerate(negatives) for start in window_starts(len(a), n, hop)]
+    mining_x = (
+        np.stack([clip_features(negatives[i][at : at + n], frontend) for i, at in mining])
+        if mining
+        else np.zeros((0, frontend.clip_frames, frontend.n_mfcc), np.float32)
+    )
     return TrainingData(
         labels,
         frontend,
@@ -263,6 +287,8 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
         np.concatenate([y for _, _, y in val_parts]).astype(int),
         sources,
         None if config.negative_hop_s is None else round(config.negative_hop_s * frontend.sample_rate),
+        mining,
+        mining_x,
     )
 
 
@@ -277,8 +303,24 @@ def _audio_example(
     return image_features(audio_image(augmented, data.frontend)[None], phase, data.frontend)[0]
 
 
-def augmented_features(data: TrainingData, config: TrainConfig, epoch: int, chunk: int = 2048) -> np.ndarray:
-    """This epoch's augmented training features (seeded by run seed and epoch), in ``train_y``'s order."""
+def hard_negatives(model: keras.Model, data: TrainingData, count: int) -> list[tuple[int, int]]:
+    """The ``count`` mining windows (:attr:`TrainingData.mining`) the model finds most keyword-like."""
+    if not count or not data.mining:
+        return []
+    probabilities = model.predict(data.mining_x, verbose=0, batch_size=256)
+    keyword_like = probabilities[:, 2:].max(axis=1)
+    return [data.mining[i] for i in np.argsort(-keyword_like, kind="stable")[:count]]
+
+
+def augmented_features(
+    data: TrainingData,
+    config: TrainConfig,
+    epoch: int,
+    hard: Sequence[tuple[int, int]] = (),
+    chunk: int = 2048,
+) -> np.ndarray:
+    """This epoch's augmented training features (seeded by run seed and epoch), in ``train_y``'s
+    order, then the ``hard`` negative windows ((negative index, start sample))."""
     rng = np.random.default_rng([config.seed, epoch])
     parts = []
     if data.images is not None:
@@ -302,7 +344,11 @@ def augmented_features(data: TrainingData, config: TrainConfig, epoch: int, chun
         for start in data.negative_starts(audio, rng):
             parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
     x = np.concatenate(parts)
-    return np.stack([mask_features(f, rng, config.augment) for f in x])
+    usual = [mask_features(f, rng, config.augment) for f in x]
+    # The mined windows draw from their own generator: mining leaves the usual examples as they are.
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    mined = [_audio_example(data.negatives[i][start : start + n], data, rng, config) for i, start in hard]
+    return np.stack(usual + [mask_features(f, rng, config.augment) for f in mined])
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -381,6 +427,12 @@ def fit(
     if resume:
         model = keras.models.load_model(ckpt / "last.h5")
         state = TrainState(**json.loads((ckpt / "state.json").read_text()))
+    elif config.finetune_from is not None:
+        source = Path(config.finetune_from) / CHECKPOINT_DIR
+        model = keras.models.load_model(source / "last.h5")
+        finished = TrainState(**json.loads((source / "state.json").read_text()))
+        # Patience counts from the source's last epoch; the best is chosen among the new ones.
+        state = TrainState(epoch=finished.epoch, best_epoch=finished.epoch)
     else:
         model = build(
             config.arch,
@@ -399,7 +451,6 @@ def fit(
     weights = class_weights(
         data.train_y, len(data.labels), {data.labels.index(UNKNOWN): config.unknown_weight}
     )
-    steps = math.ceil(len(data.train_y) / config.batch_size)
     interrupted = False
     try:
         for epoch in range(state.epoch, config.epochs):
@@ -407,13 +458,22 @@ def fit(
                 break
             start = time.monotonic()
             keras.backend.set_value(model.optimizer.learning_rate, learning_rate(config, epoch))
-            x = augmented_features(data, config, epoch)
+            # Mined with the weights the epoch starts from (a resumed run mines the same).
+            hard = hard_negatives(model, data, config.hard_negatives) if epoch > 0 else []
+            x = augmented_features(data, config, epoch, hard)
+            y = np.concatenate([data.train_y, np.full(len(hard), data.labels.index(UNKNOWN))])
             keras.utils.set_random_seed(config.seed * 1000 + epoch)  # batch order, dropout
             desc = f"epoch {epoch + 1}/{config.epochs}"
-            with tqdm(total=steps, desc=desc, disable=not progress, leave=False, file=sys.stderr) as bar:
+            with tqdm(
+                total=math.ceil(len(y) / config.batch_size),
+                desc=desc,
+                disable=not progress,
+                leave=False,
+                file=sys.stderr,
+            ) as bar:
                 h = model.fit(
                     x,
-                    data.train_y,
+                    y,
                     batch_size=config.batch_size,
                     epochs=1,
                     verbose=0,
@@ -497,9 +557,34 @@ def check_resume(config: TrainConfig, run_dir: Path) -> None:
     # Compare as JSON: tuples come back as lists.
     old = json.loads(saved.read_text())
     new = json.loads(json.dumps(config.to_dict()))
-    differ = [k for k in new if k != "epochs" and old.get(k) != new[k]]
+    # A setting added since the checkpoint was written had its default then.
+    defaults = json.loads(json.dumps(TrainConfig(data="").to_dict()))
+    differ = [k for k in new if k != "epochs" and old.get(k, defaults[k]) != new[k]]
     if differ:
         raise KwsError(f"{run_dir}: cannot resume with different settings ({', '.join(differ)})")
+
+
+def check_finetune_source(config: TrainConfig, data: TrainingData) -> None:
+    """Refuse to fine-tune from a run that is unfinished, of another model or another normalisation."""
+    source = Path(str(config.finetune_from))
+    report = source / "report.json"
+    if not (source / CHECKPOINT_DIR / "last.h5").is_file() or not report.is_file():
+        raise KwsError(
+            f"{source}: not a finished kws train run (no report.json and checkpoint) to fine-tune from"
+        )
+    finished = json.loads(report.read_text())
+    model = {k: finished["config"].get(k) for k in ("arch", "units", "layers", "keywords")}
+    if model != {k: json.loads(json.dumps(config.to_dict()))[k] for k in model}:
+        raise KwsError(
+            f"{source}: a different model ({model}); fine-tuning keeps the architecture and keywords"
+        )
+    if finished["frontend"] != json.loads(json.dumps(data.frontend.to_dict())):
+        raise KwsError(
+            f"{source}: its front-end normalisation differs from this run's (fine-tune on the same training sources)"
+        )
+    epochs = json.loads((source / CHECKPOINT_DIR / "state.json").read_text())["epoch"]
+    if config.epochs <= epochs:
+        raise KwsError(f"--epochs {config.epochs}: the run to fine-tune already trained {epochs}; give more")
 
 
 def run(
@@ -544,6 +629,8 @@ def run(
     elif (run_dir / CHECKPOINT_DIR).exists():
         raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
     data = prepare_data(config, progress=progress)
+    if config.finetune_from is not None and not resume:
+        check_finetune_source(config, data)
     write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
     model, state, interrupted = fit(config, data, run_dir, resume=resume, progress=progress)
     info = model_info(config, data)
@@ -559,14 +646,15 @@ def run(
                 if progress:
                     print(
                         f"tuning the thresholds of {paths[key].name} on {tune_minutes:g} min of validation stream"
-                        + (" and the held-out negatives" if config.negatives else ""),
+                        + (" and the held-out negatives" if "negatives" in data.val_sources else ""),
                         file=sys.stderr,
                     )
                 thresholds[paths[key].name] = tune_model(
                     paths[key],
                     config.data,
                     target_false_alarms_per_hour=target_false_alarms_per_hour,
-                    negatives=config.negatives,
+                    # The held-out negatives (none held out: the keyword stream alone).
+                    negatives=config.negatives if "negatives" in data.val_sources else (),
                     minutes=tune_minutes,
                 )
     return write_report(

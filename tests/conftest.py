@@ -117,6 +117,7 @@ def tiny_run(
         units=32,
         patience=20,
         calibration_clips=100,
+        hard_negatives=20,
     )
     run(config, out, benchmark=test12, progress=False, tune_minutes=2)
     return out

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import run_kws
 
 from kws.bundled import MODELS, MODELS_DIR, bundled_model, sample_clips
+from kws.data import negative_files
 from kws.evaluate import agreement, evaluate, false_accepts, load_features
 from kws.runtime import load_runner
+from kws.stream import Detector, detect
+from kws.streameval import build_negative_stream
 
 CARD = json.loads((MODELS_DIR / "card.json").read_text())
 
@@ -43,6 +47,21 @@ def test_bundled_false_accepts_on_the_measuring_phrase_are_the_cards(name: str, 
     assert result["keyword_windows"] == card["keyword_windows"]
 
 
+def test_the_default_detectors_false_alarms_on_the_measuring_phrase_are_the_cards(test12: Path) -> None:
+    """The operating point in the card: every "jarvis" recording once at 20 dB, fed live."""
+    runner = load_runner(bundled_model(variant="int8_step"))
+    labels = runner.info.labels
+    jarvis = test12.parent / "negatives" / "picovoice" / "jarvis"
+    audio, _ = build_negative_stream(negative_files(jarvis, labels[2:]), test12, labels, snr_db=20.0)
+    events = detect(Detector(runner), audio)
+    card = CARD["lstm"]["operating_point"]
+    stream = next(s for s in card["streams"] if s["snr_db"] == 20.0)
+    assert card["folder"] == "jarvis" and stream["recordings"] == 384
+    assert stream["minutes"] == pytest.approx(len(audio) / 16000 / 60)
+    assert stream["false_alarms"] == len(events)
+    assert stream["false_alarms_by_label"] == dict(Counter(e.label for e in events).most_common())
+
+
 def test_model_card_states_the_data_licence_and_the_measured_accuracy() -> None:
     card = (MODELS_DIR / "MODEL_CARD.md").read_text()
     assert "CC BY 4.0" in card and "arXiv:1804.03209" in card
@@ -50,6 +69,9 @@ def test_model_card_states_the_data_licence_and_the_measured_accuracy() -> None:
         assert f"{CARD[name]['accuracy']['benchmark']['int8 litert']:.2%}" in card
         assert f"{CARD[name]['negatives']['false_accept_rate']:.2%}" in card
     assert "logmel_image" in card and '"jarvis" (384 recordings) is never trained or tuned on' in card
+    for stream in CARD["lstm"]["operating_point"]["streams"]:
+        row = f"| lstm | {stream['snr_db']:g} dB | {stream['hit_rate']:.1%} of {stream['keywords']} | {stream['false_alarms']} |"
+        assert row in card
 
 
 def test_demo_prints_the_words_of_the_sample_clips() -> None:

@@ -133,6 +133,46 @@ def test_refuses_to_overwrite_a_run(tiny_run: Path, small_speech_commands: Path)
         )
 
 
+def test_fine_tuning_continues_a_finished_run_or_says_why_not(
+    tiny_run: Path, report: dict, small_speech_commands: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+    import json
+
+    from kws.errors import KwsError
+    from kws.train import TrainConfig, run
+
+    c = report["config"]
+    base = TrainConfig(
+        data=c["data"],
+        images=c["images"],
+        negatives=tuple(c["negatives"]),
+        epochs=c["epochs"] + 1,
+        batch_size=c["batch_size"],
+        units=c["units"],
+        patience=c["patience"],
+        calibration_clips=c["calibration_clips"],
+        unknown_weight=3.0,  # what fine-tuning changes
+        finetune_from=str(tiny_run),
+    )
+    for change, message in [
+        ({"units": 16}, "a different model"),
+        ({"epochs": c["epochs"]}, "already trained"),
+        ({"negatives": ()}, "normalisation differs"),
+        ({"finetune_from": str(tmp_path)}, "not a finished kws train run"),
+    ]:
+        with pytest.raises(KwsError, match=message):
+            run(dataclasses.replace(base, **change), tmp_path / "refused", progress=False, tune_minutes=0)
+    out = run(base, tmp_path / "tuned", progress=False, tune_minutes=0, runtimes=("litert",))
+    # One more epoch from the finished run's last checkpoint, chosen anew.
+    assert [h["epoch"] for h in out["training"]["history"]] == [c["epochs"] + 1]
+    assert out["training"]["best_epoch"] == c["epochs"] + 1 and not out["interrupted"]
+    assert json.loads((tmp_path / "tuned" / "report.json").read_text())["config"]["finetune_from"] == str(
+        tiny_run
+    )
+    assert out["accuracy"]["validation"]["int8 litert"] > 0.2  # still a trained model, not a fresh one
+
+
 def train_command(data: Path, out: Path, epochs: int) -> list[str]:
     """``kws train`` on a small data set with a small LSTM."""
     return [
@@ -219,3 +259,55 @@ def test_negative_windows_per_epoch_keep_their_number_and_stay_inside() -> None:
         assert counts == {len(data.negative_starts(np.zeros(length)))}
     data.negative_hop = 8000
     assert len(data.negative_starts(np.zeros(40_000))) == 4  # 0, 0.5, 1.0, 1.5 s
+
+
+def test_hard_negative_mining_picks_the_most_keyword_like_windows() -> None:
+    from kws.train import TrainingData, hard_negatives
+
+    class Scores:
+        """Stands in for the model: fixed probabilities for each mining window."""
+
+        def __init__(self, probabilities: np.ndarray) -> None:
+            self.probabilities = probabilities
+
+        def predict(self, x: np.ndarray, **kwargs: object) -> np.ndarray:
+            assert len(x) == len(self.probabilities)
+            return self.probabilities
+
+    data = TrainingData.__new__(TrainingData)
+    data.mining = [(0, 0), (0, 1600), (1, 0), (1, 1600), (1, 3200)]
+    data.mining_x = np.zeros((5, 50, 10), np.float32)
+    # Columns: silence, unknown, two keywords; the windows' keyword-likeness: 0.1, 0.7, 0.2, 0.9, 0.5.
+    p = np.array(
+        [
+            [0.8, 0.1, 0.1, 0.0],
+            [0.1, 0.2, 0.0, 0.7],
+            [0.0, 0.8, 0.2, 0.0],
+            [0.0, 0.1, 0.9, 0.0],
+            [0.5, 0.0, 0.5, 0.0],
+        ]
+    )
+    assert hard_negatives(Scores(p), data, 3) == [(1, 1600), (0, 1600), (1, 3200)]
+    assert hard_negatives(Scores(p), data, 0) == []
+
+
+def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
+    tiny_run: Path, report: dict, small_speech_commands: Path, small_negatives: Path
+) -> None:
+    from kws.data import held_out_negative
+    from kws.train import TrainConfig, augmented_features, prepare_data
+
+    assert report["config"]["hard_negatives"] == 20  # the shared training run mines
+    config = TrainConfig(data=str(small_speech_commands), negatives=(str(small_negatives),), hard_negatives=5)
+    data = prepare_data(config, progress=False)
+    trained_on = [p for p in sorted(small_negatives.iterdir()) if not held_out_negative(p)]
+    assert len(data.negatives) == len(trained_on)
+    n, hop = data.frontend.clip_samples, 1600
+    for i, audio in enumerate(data.negatives):
+        starts = [at for j, at in data.mining if j == i]
+        assert starts == list(range(0, len(audio) - n + 1, hop))  # every 0.1 s, inside the recording
+    assert data.mining_x.shape == (len(data.mining), data.frontend.clip_frames, data.frontend.n_mfcc)
+    base = augmented_features(data, config, epoch=1)
+    extended = augmented_features(data, config, epoch=1, hard=data.mining[:5])
+    assert len(base) == len(data.train_y) and len(extended) == len(base) + 5
+    np.testing.assert_array_equal(extended[: len(base)], base)  # the usual examples are unchanged
