@@ -89,7 +89,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """
     path = Path(path)
     if not path.exists():
-        raise AudioError(f"{path}: file not found")
+        raise AudioError(f"{path}: {'dangling symbolic link' if path.is_symlink() else 'file not found'}")
     if not path.is_file():
         raise AudioError(f"{path}: not a file")
     size = path.stat().st_size

@@ -41,7 +41,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     report = check(args.dir, args.keywords)
     print(format_check(report))
-    return 1 if report.unreadable or any(report.overlap.values()) else 0
+    return 1 if report.unreadable or report.index.listed_missing or any(report.overlap.values()) else 0
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:

@@ -59,6 +59,9 @@ NOISE_REGIONS: dict[str, tuple[float, float]] = {
 # set's _silence_ clips measure 2e-4 to 0.33 RMS (median 0.027).
 SILENCE_RMS_RANGE = (1e-4, 0.3)
 
+# Silence examples per split, as a percentage of its keyword clips (the reference recipe's).
+SILENCE_PERCENTAGE = 10.0
+
 # TensorFlow's speech_commands/input_data.py: the hash split's modulus.
 _MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
 _SPEAKER_RE = re.compile(r"([^_]+)_nohash_\d+$")
@@ -131,8 +134,14 @@ class DataIndex:
         return UNKNOWN
 
 
+def _is_audio_name(path: Path) -> bool:
+    """Named like audio and not a folder: a dangling link or a FIFO named ``.wav`` is listed too,
+    so that reading it fails with its reason instead of the file being skipped unseen."""
+    return path.suffix.lower() in AUDIO_SUFFIXES and not path.is_dir()
+
+
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.iterdir() if _is_audio_name(p))
 
 
 def audio_files_under(folder: str | Path) -> list[Path]:
@@ -146,7 +155,7 @@ def audio_files_under(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = sorted(p for p in root.rglob("*") if _is_audio_name(p))
     if not files:
         raise DataError(f"{root}: holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return files
@@ -324,7 +333,7 @@ def examples(
     split: str,
     keywords: Sequence[str] = DEFAULT_KEYWORDS,
     *,
-    silence_percentage: float = 10.0,
+    silence_percentage: float = SILENCE_PERCENTAGE,
     unknown_percentage: float = 10.0,
     clip_samples: int = DEFAULT_SAMPLE_RATE,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
@@ -364,7 +373,9 @@ def examples(
     chosen = [unknown[i] for i in sorted(rng.permutation(len(unknown))[:n_unknown])]
     n_silence = math.ceil(len(known) * silence_percentage / 100)
     if n_silence and not index.noise_files:
-        raise DataError(f"{index.root}: no {BACKGROUND_DIR}/ folder to make silence from")
+        where = index.root / BACKGROUND_DIR
+        problem = "holds no readable audio file" if where.is_dir() else "folder not found"
+        raise DataError(f"{where}: {problem} to make silence from")
     silence = [
         Example(
             SILENCE,
@@ -411,23 +422,31 @@ class CheckReport:
 def check(root: str | Path, keywords: Sequence[str] = DEFAULT_KEYWORDS) -> CheckReport:
     """Index a data folder, probe every file, count clips, and measure speaker overlap.
 
-    Every clip and noise file is opened (header and length checked, not decoded), so
-    missing, empty, truncated and non-audio files are listed instead of failing later.
+    Every clip and noise file is read whole, so missing, empty, truncated and non-audio
+    files, dangling links, FIFOs and samples that are not finite numbers are listed
+    instead of failing later.
     """
     index = scan(root)
     keywords = tuple(keywords)
     unreadable = []
     for path in [c.path for c in index.clips] + index.noise_files:
         try:
-            probe(path)
+            with warnings.catch_warnings():  # conversions (stereo, 8-bit) are fine here
+                warnings.simplefilter("ignore")
+                load_audio(path, probe(path).sample_rate)
         except AudioError as e:
             unreadable.append((path, str(e)))
     bad = {path for path, _ in unreadable}
     index.clips = [c for c in index.clips if c.path not in bad]
     index.noise_files = [p for p in index.noise_files if p not in bad]
     counts = {s: Counter(index.label_of(c, keywords) for c in index.clips if c.split == s) for s in SPLITS}
+    # Without a readable noise file there is no silence to make (the file is listed as unreadable).
+    silence = SILENCE_PERCENTAGE if index.noise_files or index.layout == "test12" else 0.0
     used = {
-        s: Counter(e.label for e in examples(index, s, keywords)) if counts[s] else Counter() for s in SPLITS
+        s: Counter(e.label for e in examples(index, s, keywords, silence_percentage=silence))
+        if counts[s]
+        else Counter()
+        for s in SPLITS
     }
     speakers = {s: {c.speaker for c in index.clips if c.split == s and c.speaker} for s in SPLITS}
     overlap = {(a, b): len(speakers[a] & speakers[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]}

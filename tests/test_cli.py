@@ -14,6 +14,8 @@ from helpers import run_kws
 
 from kws.bundled import bundled_model
 from kws.cli import main
+from kws.data import BACKGROUND_DIR
+from kws.errors import KwsError
 
 
 def test_data_check_official_layout(speech_commands: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,6 +51,53 @@ def test_data_check_fails_on_unreadable_file(speech_commands: Path, tmp_path: Pa
     result = run_kws("data", "check", str(tmp_path))
     assert result.returncode == 1
     assert "unreadable files: 1" in result.stdout and "truncated" in result.stdout
+
+
+def test_data_check_names_every_bad_entry_and_exits_1(speech_commands: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    good = sorted((speech_commands / "yes").glob("*.wav"))[:2]
+    (tmp_path / "yes").mkdir()
+    for f in good:
+        (tmp_path / "yes" / f.name).symlink_to(f)
+    nan = np.zeros(16000, np.float32)
+    nan[100] = np.nan
+    sf.write(tmp_path / "yes" / "aaaa0001_nohash_0.wav", nan, 16000, subtype="FLOAT")
+    (tmp_path / "yes" / "aaaa0002_nohash_0.wav").symlink_to(tmp_path / "nowhere.wav")
+    os.mkfifo(tmp_path / "yes" / "aaaa0003_nohash_0.wav")
+    (tmp_path / "validation_list.txt").write_text("yes/bbbb0001_nohash_0.wav\n")
+    (tmp_path / "testing_list.txt").write_text("")
+    result = run_kws("data", "check", str(tmp_path))
+    assert result.returncode == 1, result.stdout
+    out = result.stdout
+    assert "unreadable files: 3" in out
+    assert "aaaa0001_nohash_0.wav: contains samples that are not finite numbers" in out
+    assert "aaaa0002_nohash_0.wav: dangling symbolic link" in out
+    assert "aaaa0003_nohash_0.wav: not a file" in out
+    assert "listed in validation/testing lists but missing: 1" in out and "bbbb0001_nohash_0.wav" in out
+    # Listed-but-missing alone is a failure too.
+    for f in ("aaaa0001_nohash_0.wav", "aaaa0002_nohash_0.wav", "aaaa0003_nohash_0.wav"):
+        (tmp_path / "yes" / f).unlink()
+    assert run_kws("data", "check", str(tmp_path)).returncode == 1
+
+
+def test_a_background_folder_of_bad_files_is_named_for_what_it_is(
+    speech_commands: Path, tmp_path: Path
+) -> None:
+    from kws.data import examples, scan
+
+    (tmp_path / "yes").mkdir()
+    for f in sorted((speech_commands / "yes").glob("*.wav"))[:3]:
+        (tmp_path / "yes" / f.name).symlink_to(f)
+    (tmp_path / BACKGROUND_DIR).mkdir()
+    (tmp_path / BACKGROUND_DIR / "noise.wav").write_bytes(b"not audio")
+    index = scan(tmp_path)
+    index.noise_files = []  # what data check leaves of a folder whose only file is unreadable
+    with pytest.raises(KwsError, match=f"{BACKGROUND_DIR}: holds no readable audio file"):
+        examples(index, index.clips[0].split, ["yes"])
+    result = run_kws("data", "check", str(tmp_path))
+    assert result.returncode == 1 and "noise.wav: not an audio file" in result.stdout
+    assert "folder not found" not in result.stdout + result.stderr
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
