@@ -202,7 +202,8 @@ def _read_list(root: Path, name: str) -> set[str] | None:
     path = root / name
     if not path.is_file():
         return None
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    # Bytes decoded as the file system decodes names: a name that is not UTF-8 matches its file.
+    return {os.fsdecode(line.strip()) for line in path.read_bytes().splitlines() if line.strip()}
 
 
 def scan(root: str | Path) -> DataIndex:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_kws
 
 from kws.audio import AudioConversionWarning, load_audio
 from kws.augment import AugmentConfig, augment_clip, change_speed, mask_features, time_shift
@@ -220,3 +221,20 @@ def test_speed_change_and_feature_masks(speech_commands: Path) -> None:
     zero_cols = [int((m == 0).all(axis=0).sum()) for m in masked]
     assert max(zeros_rows) <= 10 and max(zero_cols) <= 2 and sum(zeros_rows) > 0 and sum(zero_cols) > 0
     assert np.array_equal(feats, np.ones((49, 10)))  # the input is not modified
+
+
+def test_list_files_with_names_that_are_not_utf8_match_their_files(
+    speech_commands: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    (root / "yes").mkdir(parents=True)
+    clips = sorted((speech_commands / "yes").glob("*.wav"))[:2]
+    odd = os.fsdecode(b"caf\xe9_nohash_0.wav")  # Latin-1 bytes: not UTF-8
+    (root / "yes" / odd).write_bytes(clips[0].read_bytes())
+    (root / "yes" / "abcd1234_nohash_0.wav").write_bytes(clips[1].read_bytes())
+    (root / "validation_list.txt").write_bytes(b"yes/caf\xe9_nohash_0.wav\n")
+    (root / "testing_list.txt").write_bytes(b"")
+    splits = {c.path.name: c.split for c in scan(root).clips}
+    assert splits == {odd: "validation", "abcd1234_nohash_0.wav": "train"}
+    result = run_kws("data", "check", str(root))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
