@@ -103,6 +103,8 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         # name need not be (Python keeps such bytes as surrogates).
         with path.open("rb") as f:
             info = sf.info(f)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot be read ({e.strerror or e})") from None
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{path}: not an audio file, or a format libsndfile cannot read ({e})") from None
     if info.frames <= 0:

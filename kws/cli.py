@@ -745,6 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Whoever read our output has gone: say nothing more, and stop Python's own complaint at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        # A file or folder the system refuses (permissions, a full disk...): one line naming it.
+        print(f"kws: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
 

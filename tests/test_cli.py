@@ -100,6 +100,35 @@ def test_a_background_folder_of_bad_files_is_named_for_what_it_is(
     assert "folder not found" not in result.stdout + result.stderr
 
 
+def test_files_and_folders_the_system_refuses_are_one_line_errors(
+    speech_commands: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root, chmod does not stop reading: the refusal is made where the file is opened."""
+    clip = sorted((speech_commands / "yes").glob("*.wav"))[0]
+    opened = Path.open
+    refused = {clip.name, "locked"}
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+        if self.name in refused:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def refuse_listing(self: Path) -> object:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert main(["features", str(clip)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"kws: error: {clip}: ") and "Permission denied" in err and len(err.splitlines()) == 1
+    )
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(Path, "iterdir", refuse_listing)
+    assert main(["data", "check", str(tmp_path / "locked")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kws: error: ") and "Permission denied" in err and len(err.splitlines()) == 1
+
+
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     for args, message in [
         (("features", str(tmp_path / "missing.wav")), "missing.wav: file not found"),
