@@ -365,16 +365,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(text: str, kind: type[int] | type[float] = float) -> int | float:
+    """An argparse type: a finite number (any sign)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callable[[str], int | float]:
     """An argparse type: a number above zero (or zero too)."""
 
     def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        value = _finite(text, kind)
         if value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(
                 f"must be above zero{' or zero' if allow_zero else ''}, not {text}"
@@ -382,17 +388,6 @@ def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callab
         return value
 
     return parse
-
-
-def _decibels(text: str) -> float:
-    """An argparse type: a finite level in dB (any sign)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return value
 
 
 def _probability(text: str) -> float:
@@ -618,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--snr",
-        type=_decibels,
+        type=_finite,
         action="append",
         help="background level (speech over noise, dB) of the negative and keyword streams "
         "(repeatable; default: 20 and 10)",
