@@ -168,7 +168,7 @@ NEGATIVE_HELD_OUT_SHARE = 0.1
 
 def held_out_negative(path: Path) -> bool:
     """Whether a negative recording is one of the fixed 10% kept out of training (name hash)."""
-    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).digest()
+    digest = hashlib.sha1(os.fsencode(path.name)).digest()  # the name's bytes, as which_set hashes
     return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_HELD_OUT_SHARE
 
 

@@ -549,16 +549,21 @@ def model_info(config: TrainConfig, data: TrainingData) -> ModelInfo:
     )
 
 
+def _as_read_back(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` as it reads back from a JSON file (tuples become lists), to compare with one."""
+    result: dict[str, Any] = json.loads(json.dumps(d))
+    return result
+
+
 def check_resume(config: TrainConfig, run_dir: Path) -> None:
     """Refuse to resume a run with settings that differ from the checkpoint's."""
     saved = run_dir / CHECKPOINT_DIR / "config.json"
     if not saved.is_file():
         raise KwsError(f"{run_dir}: no checkpoint to resume from")
-    # Compare as JSON: tuples come back as lists.
     old = json.loads(saved.read_text())
-    new = json.loads(json.dumps(config.to_dict()))
+    new = _as_read_back(config.to_dict())
     # A setting added since the checkpoint was written had its default then.
-    defaults = json.loads(json.dumps(TrainConfig(data="").to_dict()))
+    defaults = _as_read_back(TrainConfig(data="").to_dict())
     differ = [k for k in new if k != "epochs" and old.get(k, defaults[k]) != new[k]]
     if differ:
         raise KwsError(f"{run_dir}: cannot resume with different settings ({', '.join(differ)})")
@@ -574,11 +579,12 @@ def check_finetune_source(config: TrainConfig, data: TrainingData) -> None:
         )
     finished = json.loads(report.read_text())
     model = {k: finished["config"].get(k) for k in ("arch", "units", "layers", "keywords")}
-    if model != {k: json.loads(json.dumps(config.to_dict()))[k] for k in model}:
+    settings = _as_read_back(config.to_dict())
+    if model != {k: settings[k] for k in model}:
         raise KwsError(
             f"{source}: a different model ({model}); fine-tuning keeps the architecture and keywords"
         )
-    if finished["frontend"] != json.loads(json.dumps(data.frontend.to_dict())):
+    if finished["frontend"] != _as_read_back(data.frontend.to_dict()):
         raise KwsError(
             f"{source}: its front-end normalisation differs from this run's (fine-tune on the same training sources)"
         )
