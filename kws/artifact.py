@@ -198,7 +198,8 @@ def unpack_model(data: bytes, source: str) -> schema.ModelT:
     check_tflite(data, source)
     try:
         return schema.ModelT.InitFromPackedBuf(data, 0)
-    except (struct.error, ValueError, IndexError) as e:
+    except (struct.error, ValueError, IndexError, TypeError, OverflowError) as e:
+        # The flatbuffers library reports offsets out of range in all of these ways.
         raise ModelError(f"{source}: damaged TensorFlow Lite model ({e})") from None
 
 

@@ -117,7 +117,7 @@ def bench_model(
     if "float" in files:
         results["float"] = evaluate(load_runner(files["float"]), test, progress=progress)
     top1, _ = agreement(results["int8 litert"], results["int8 tflm"])
-    data_bytes = path.read_bytes()
+    data_bytes = int8.model_bytes
     cost = model_cost(data_bytes, str(path))
     clip = test.features[0]
     row: dict[str, Any] = {
@@ -150,7 +150,7 @@ def bench_model(
     row["frontend_cpu_per_audio_s"] = frontend_cost(detector, audio)
     trace = record(detector, audio)
     s = score(replay(trace, detector.smoother.keyword_thresholds), words, trace.seconds)
-    step_bytes = streaming.path.read_bytes()
+    step_bytes = streaming.model_bytes
     row["streaming"] = {
         "model": str(streaming.path),
         "mode": detector.mode,

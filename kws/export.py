@@ -663,7 +663,7 @@ def export(
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder")
     runner = load_runner(path, "tflm", require_int8=True)  # also proves TFLM runs every op
-    data = path.read_bytes()
+    data = runner.model_bytes  # the bytes verified and loaded, whatever becomes of the file
     info = runner.info
     ops = tuple(tflite_ops(data, str(path)))
     custom = [op for op in ops if not op.isupper()]

@@ -32,8 +32,10 @@ from kws.artifact import (
     ModelInfo,
     lstm_cell_scales,
     read_metadata,
+    tflite_ops,
 )
 from kws.features import FrontendConfig
+from kws.verify import SHAPE_CHECKED_OPS, verify_model
 
 RUNTIMES = ("litert", "tflm", "keras")
 # TFLM needs its tensor arena sized up front; this is generous on the host (the
@@ -122,9 +124,13 @@ class Runner(abc.ABC):
         Whether the model takes int8 input (its output is int8 too for kws models).
     input_quantization, output_quantization : (float, int) or None
         Scale and zero point of the int8 input and output tensors; None when float.
+    model_bytes : bytes
+        The ``.tflite`` contents that were verified and loaded, whatever becomes of the
+        file later (empty for a Keras model).
     """
 
     runtime: str
+    model_bytes: bytes = b""
 
     def __init__(
         self,
@@ -190,7 +196,12 @@ class Runner(abc.ABC):
         batch = x[None]
         if self.input_quantization is not None:
             batch = quantize(batch, *self.input_quantization)
-        out = self._invoke(np.ascontiguousarray(batch)).reshape(-1)
+        try:
+            out = self._invoke(np.ascontiguousarray(batch)).reshape(-1)
+        except RuntimeError as e:  # a kernel that refuses the model's parameters
+            raise ModelError(
+                f"{self.path}: {self.runtime} failed to run the model: {_first_line(e)}"
+            ) from None
         if self.output_quantization is not None:
             return dequantize(out, *self.output_quantization)
         return out.astype(np.float32)
@@ -230,7 +241,7 @@ class LiteRTRunner(Runner):
     runtime = "litert"
 
     def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
-        self.model_bytes = data  # what runs, whatever becomes of the file later
+        self.model_bytes = data
         small = [s for s in lstm_cell_scales(data, str(path)) if s < MIN_LSTM_CELL_SCALE]
         if small:
             raise ModelError(
@@ -273,6 +284,14 @@ class TFLMRunner(Runner):
     runtime = "tflm"
 
     def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
+        self.model_bytes = data
+        unchecked = sorted(set(tflite_ops(data, str(path))) - set(SHAPE_CHECKED_OPS))
+        if unchecked:
+            # TFLM takes output shapes on trust (and loops forever on a GRU model's WHILE).
+            raise ModelError(
+                f"{path}: TFLM runs the LSTM and DS-CNN models' ops only, not {', '.join(unchecked)}; "
+                "run it with --runtime litert"
+            )
         try:
             self._interpreter = _tflm_interpreter(data)
         except (ValueError, RuntimeError) as e:
@@ -374,6 +393,7 @@ def load_runner(path: str | Path, runtime: str = "litert", *, require_int8: bool
             data = path.read_bytes()
         except OSError as e:
             raise ModelError(f"{path}: cannot read: {e.strerror}") from None
+        verify_model(data, str(path))  # before any interpreter sees the bytes
         info = read_metadata(data, str(path))
         runner = (LiteRTRunner if runtime == "litert" else TFLMRunner)(path, data, info)
     if require_int8 and not runner.quantized:
