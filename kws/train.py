@@ -200,8 +200,14 @@ class TrainingData:
         return np.concatenate([image_y, self.train_audio_y, negative_y]).astype(int)
 
 
-def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
-    """Read every source's train and validation parts and fit the front-end normalisation."""
+def prepare_data(
+    config: TrainConfig, *, progress: bool = True, normalised: FrontendConfig | None = None
+) -> TrainingData:
+    """Read every source's train and validation parts and fit the front-end normalisation.
+
+    ``normalised``, a front-end with its normalisation, is used instead of fitting one
+    (fine-tuning keeps its source run's).
+    """
     index = scan(config.data)
     if index.layout != "speech_commands":
         raise KwsError(
@@ -243,15 +249,17 @@ def prepare_data(config: TrainConfig, *, progress: bool = True) -> TrainingData:
             else:
                 negatives.append(audio)
 
-    # Normalisation from un-augmented training features of every source.
-    raw = [clip_log_mel(a, frontend) for a in train_audio]
-    raw += [clip_log_mel(a[:n], frontend) for a in negatives]
-    if images is not None:
-        sample = np.random.default_rng(config.seed).permutation(len(images.labels))[:5000]
-        raw += list(
-            images.pixels[sample, :: row_step(frontend)].astype(np.float64)[:, : frontend.clip_frames]
-        )
-    frontend = fit_normalisation(log_mel_to_cepstra(np.stack(raw), frontend), frontend)
+    if normalised is not None:
+        frontend = normalised
+    else:  # normalisation from un-augmented training features of every source
+        raw = [clip_log_mel(a, frontend) for a in train_audio]
+        raw += [clip_log_mel(a[:n], frontend) for a in negatives]
+        if images is not None:
+            sample = np.random.default_rng(config.seed).permutation(len(images.labels))[:5000]
+            raw += list(
+                images.pixels[sample, :: row_step(frontend)].astype(np.float64)[:, : frontend.clip_frames]
+            )
+        frontend = fit_normalisation(log_mel_to_cepstra(np.stack(raw), frontend), frontend)
 
     val_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
     if val_images is not None:
@@ -569,8 +577,12 @@ def check_resume(config: TrainConfig, run_dir: Path) -> None:
         raise KwsError(f"{run_dir}: cannot resume with different settings ({', '.join(differ)})")
 
 
-def check_finetune_source(config: TrainConfig, data: TrainingData) -> None:
-    """Refuse to fine-tune from a run that is unfinished, of another model or another normalisation."""
+def check_finetune_source(config: TrainConfig) -> FrontendConfig:
+    """Refuse to fine-tune from a run that is unfinished, of another model or front-end, or already as long.
+
+    Returns the source's front-end with its normalisation, which fine-tuning keeps (its
+    weights were trained on it), whatever sources the fine-tuning adds.
+    """
     source = Path(str(config.finetune_from))
     report = source / "report.json"
     if not (source / CHECKPOINT_DIR / "last.h5").is_file() or not report.is_file():
@@ -584,13 +596,15 @@ def check_finetune_source(config: TrainConfig, data: TrainingData) -> None:
         raise KwsError(
             f"{source}: a different model ({model}); fine-tuning keeps the architecture and keywords"
         )
-    if finished["frontend"] != _as_read_back(data.frontend.to_dict()):
-        raise KwsError(
-            f"{source}: its front-end normalisation differs from this run's (fine-tune on the same training sources)"
-        )
+    frontend = FrontendConfig.from_dict(finished["frontend"])
+    if dataclasses.replace(frontend, mean=None, std=None) != dataclasses.replace(
+        config.frontend, mean=None, std=None
+    ):
+        raise KwsError(f"{source}: trained on another front-end; fine-tuning keeps the front-end")
     epochs = json.loads((source / CHECKPOINT_DIR / "state.json").read_text())["epoch"]
     if config.epochs <= epochs:
         raise KwsError(f"--epochs {config.epochs}: the run to fine-tune already trained {epochs}; give more")
+    return frontend
 
 
 def run(
@@ -634,9 +648,8 @@ def run(
         check_resume(config, run_dir)
     elif (run_dir / CHECKPOINT_DIR).exists():
         raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
-    data = prepare_data(config, progress=progress)
-    if config.finetune_from is not None and not resume:
-        check_finetune_source(config, data)
+    source = check_finetune_source(config) if config.finetune_from is not None else None
+    data = prepare_data(config, progress=progress, normalised=source)
     write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
     model, state, interrupted = fit(config, data, run_dir, resume=resume, progress=progress)
     info = model_info(config, data)
