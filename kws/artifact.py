@@ -97,7 +97,7 @@ class ModelInfo:
             problems.append("extra must be JSON-serialisable")
         thresholds = self.extra.get("thresholds", {}) if isinstance(self.extra, dict) else {}
         if not isinstance(thresholds, dict) or not all(
-            label in self.labels[2:]
+            label in self.keywords
             and isinstance(t, (int, float))
             and not isinstance(t, bool)
             and 0.0 <= t <= 1.0  # also false for NaN
@@ -106,6 +106,11 @@ class ModelInfo:
             problems.append("extra.thresholds must map the model's keywords to probabilities (0 to 1)")
         if problems:
             raise ModelError("invalid model info: " + "; ".join(problems))
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The labels a detector reports: every label after ``_silence_`` and ``_unknown_``."""
+        return self.labels[2:]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

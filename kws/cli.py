@@ -204,7 +204,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     def on_start(session: Session) -> None:
         print(
             f"listening at {session.capture_rate} Hz ({detector.mode} mode, {args.model}); keywords: "
-            f"{', '.join(detector.smoother.labels[2:])}; Ctrl-C to stop",
+            f"{', '.join(detector.runners[0].info.keywords)}; Ctrl-C to stop",
             file=sys.stderr,
             flush=True,
         )

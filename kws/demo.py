@@ -55,7 +55,7 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
     events = detect(detector, audio)
     for event in events:
         say(f"  {event.time:6.2f} s  {event.label:<10} {event.score:.2f}")
-    keywords = set(runner.info.labels[2:])
+    keywords = set(runner.info.keywords)
     said = [p.stem for p in clips if p.stem in keywords]
     say(
         f"\nsaid: {' '.join(p.stem for p in clips)} ({', '.join(sorted({p.stem for p in clips} - keywords))} is not a keyword)"

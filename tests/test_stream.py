@@ -164,7 +164,7 @@ def test_tuned_thresholds_meet_the_false_alarm_target_on_their_stream(test12: Pa
     target = loose.false_alarms_per_hour / 4
     thresholds = tune_thresholds(trace, words, target)
     tuned = score(replay(trace, thresholds), words, trace.seconds)
-    assert set(thresholds) == set(runner.info.labels[2:])
+    assert set(thresholds) == set(runner.info.keywords)
     # Each keyword keeps its own false alarms within its share, or sits at the top of the grid.
     share = target / len(thresholds)
     for keyword, threshold in thresholds.items():

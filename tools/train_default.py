@@ -120,7 +120,7 @@ def operating_point(path: Path, benchmark: Path, jarvis: Path, minutes: float = 
     (:func:`kws.bench.false_alarm_figures`)."""
     runner = load_runner(path)
     labels = runner.info.labels
-    files = negative_files(jarvis, labels[2:])
+    files = negative_files(jarvis, runner.info.keywords)
     figures = []
     for snr in NEGATIVE_SNRS:
         keywords = build_stream(benchmark, labels, minutes=minutes, snr_db=snr)
