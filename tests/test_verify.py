@@ -17,7 +17,7 @@ from kws.artifact import ModelError, ModelInfo, _pack, embed_metadata, unpack_mo
 from kws.bundled import MODELS_DIR
 from kws.runtime import load_runner
 from kws.verify import verify_model
-from tests.helpers import run_kws
+from helpers import run_kws
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = (MODELS_DIR / "lstm_int8.tflite").read_bytes()
