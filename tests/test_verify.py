@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
+from helpers import run_kws
 
 from kws.artifact import ModelError, ModelInfo, _pack, embed_metadata, unpack_model
 from kws.bundled import MODELS_DIR
 from kws.runtime import load_runner
 from kws.verify import verify_model
-from helpers import run_kws
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = (MODELS_DIR / "lstm_int8.tflite").read_bytes()
