@@ -141,9 +141,12 @@ def test_stream_figures_equal_the_live_detector(bench_json: dict[str, Any], smal
         live = score(detect(Detector(runner), audio), words, len(audio) / 16000)
         assert (streaming["hits"], streaming["false_alarms"]) == (live.hits, live.false_alarms)
         assert streaming["hit_rate"] == pytest.approx(live.hit_rate)
-        thresholds = [p["threshold"] for p in streaming["det"]]
-        assert thresholds == sorted(thresholds)
-        assert all(0 <= p["false_reject_rate"] <= 1 for p in streaming["det"])
+        # A DET point (one threshold for every keyword, replayed from the trace) is what a live
+        # detector set to that threshold gives.
+        point = next(p for p in streaming["det"] if p["threshold"] == 0.5)
+        shared = score(detect(Detector(runner, thresholds=0.5), audio), words, len(audio) / 16000)
+        assert point["false_reject_rate"] == pytest.approx(1 - shared.hit_rate)
+        assert point["false_alarms"] == shared.false_alarms
 
 
 def test_false_alarm_figures_equal_the_live_detector_on_the_negative_streams(

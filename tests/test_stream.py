@@ -75,20 +75,20 @@ def test_smoother_averages_thresholds_and_is_refractory() -> None:
     assert smoother.push(np.array([0.0, 1.0, 0, 0]), 5.0) is None  # unknown never fires
 
 
-def test_stream_cli_json_lines(tiny_run: Path, clip: np.ndarray, tmp_path: Path) -> None:
+def test_stream_cli_json_lines(clip: np.ndarray, tmp_path: Path) -> None:
     wav = tmp_path / "long.wav"
     silence = np.zeros(16000, dtype=np.float32)
     write_wav(wav, np.concatenate([silence, clip, silence, clip, silence]))
-    result = run_kws(
-        "stream", str(wav), "--model", str(tiny_run / "int8_step.tflite"), "--json", "--threshold", "0.3"
-    )
+    model = bundled_model(variant="int8_step")
+    result = run_kws("stream", str(wav), "--model", str(model), "--json", "--threshold", "0.3")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["label"] for e in events].count("yes") == 2, events  # both clips are heard
     for event in events:
         assert set(event) == {"label", "time", "score"} and 0 < event["time"] <= 5.0 and event["score"] >= 0.3
     assert all(b["time"] - a["time"] >= 1.0 for a, b in itertools.pairwise(events))
     # The command prints what the library call finds.
-    library = detect(Detector(load_runner(tiny_run / "int8_step.tflite"), thresholds=0.3), load_audio(wav))
+    library = detect(Detector(load_runner(model), thresholds=0.3), load_audio(wav))
     assert events == [e.to_dict() for e in library]
 
 
