@@ -172,6 +172,10 @@ class Runner(abc.ABC):
     def reset(self) -> None:
         """Return the recurrent state (LSTM h and c) to zero."""
 
+    def copy(self) -> Runner:
+        """Another interpreter of the same loaded bytes, with its own state (the file is not read again)."""
+        raise ModelError(f"{self.path}: a {self.runtime} model keeps no state to run a copy of")
+
     @abc.abstractmethod
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         """Run one invoke on ``batch`` (input_shape, the model's dtype); return output 0 as is."""
@@ -265,6 +269,9 @@ class LiteRTRunner(Runner):
     def reset(self) -> None:
         self._interpreter.reset_all_variables()
 
+    def copy(self) -> Runner:
+        return LiteRTRunner(self.path, self.model_bytes, self.info)
+
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._interpreter.set_tensor(self._input_index, batch)
         self._interpreter.invoke()
@@ -302,6 +309,9 @@ class TFLMRunner(Runner):
 
     def reset(self) -> None:
         self._interpreter.reset()
+
+    def copy(self) -> Runner:
+        return TFLMRunner(self.path, self.model_bytes, self.info)
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._interpreter.set_input(batch, 0)

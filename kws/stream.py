@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws.features import StreamingFrontend
-from kws.runtime import Runner, load_runner
+from kws.runtime import Runner
 
 DEFAULT_THRESHOLD = 0.6
 # A keyword that fired is re-armed once its average falls this far below its threshold: a
@@ -215,7 +215,7 @@ class Detector:
         # Stateful with resets: a second interpreter of the same file, reset half a period later.
         self.runners = [runner]
         if self.mode == "stateful" and reset_every and copies == 2:
-            self.runners.append(load_runner(runner.path, runner.runtime))
+            self.runners.append(runner.copy())
         if thresholds is None:
             thresholds = info.extra.get("thresholds", DEFAULT_THRESHOLD)
         window = max(1, round(smoothing / (self.frame_seconds * self.hop_frames)))
