@@ -17,6 +17,7 @@ import bisect
 import dataclasses
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -467,6 +468,10 @@ def lower_envelope(points: Sequence[Mapping[str, float]]) -> list[Mapping[str, f
     return front
 
 
+class TuningWarning(UserWarning):
+    """Thresholds that cannot meet their false-alarm target on the streams they were tuned on."""
+
+
 def tune_model(
     path: str | Path,
     data_dir: str | Path,
@@ -494,6 +499,9 @@ def tune_model(
     false alarms also count on a stream of each folder's held-out recordings (the 10%
     ``kws train`` never trains on, :func:`kws.data.held_out_negative`) at each of
     :data:`NEGATIVE_SNRS`.
+
+    A :class:`TuningWarning` says when even the strictest thresholds tried exceed the
+    target on these streams (the model cannot meet it; the strictest are stored).
 
     Returns
     -------
@@ -537,6 +545,15 @@ def tune_model(
     thresholds = tune_thresholds(trace, words, target_false_alarms_per_hour, negatives=negative_streams)
     result = score(replay(trace, thresholds), words, trace.seconds)
     count, hours = false_alarms([(trace, words), *negative_streams], thresholds)
+    if count / hours > target_false_alarms_per_hour:
+        topped = [k for k, t in thresholds.items() if t == THRESHOLD_GRID[-1]]
+        warnings.warn(
+            f"{path}: {target_false_alarms_per_hour:g} false alarms/h is out of this model's reach on the "
+            f"tuning streams ({count / hours:.1f}/h with {', '.join(topped)} at the highest threshold, "
+            f"{THRESHOLD_GRID[-1]:g}); the thresholds stored are the strictest tried",
+            TuningWarning,
+            stacklevel=2,
+        )
     tuning: dict[str, Any] = {
         "data": str(data_dir),
         "split": split,
