@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from kws.artifact import ModelError, _builtin_code, unpack_model
+from kws.artifact import _BUILTIN_NAMES, ModelError, _builtin_code, unpack_model
 
 Op = schema.BuiltinOperator
 Options = schema.BuiltinOptions
@@ -46,7 +46,6 @@ MAX_SCALE_EXPONENT = 60  # scales within 2^-60 .. 2^60: real ones are 2^-30 .. 2
 # The tensor types kws models use, as NumPy reads them from a buffer.
 NUMPY_TYPES = {Type.FLOAT32: "<f4", Type.INT32: "<i4", Type.INT16: "<i2", Type.INT8: "i1", Type.BOOL: "?"}
 _TYPE_NAMES = {code: name for name, code in vars(Type).items() if not name.startswith("_")}
-_OP_NAMES = {code: name for name, code in vars(Op).items() if not name.startswith("_")}
 _ACTIVATIONS = (
     schema.ActivationFunctionType.NONE,
     schema.ActivationFunctionType.RELU,
@@ -137,7 +136,7 @@ def _check_model(model: schema.ModelT) -> None:
         builtin = _builtin_code(code)
         _require(
             builtin in OPS,
-            f"operator code {i}: {_OP_NAMES.get(builtin, builtin)} is not an op kws models use",
+            f"operator code {i}: {_BUILTIN_NAMES.get(builtin, builtin)} is not an op kws models use",
         )
         _require(1 <= code.version <= 16, f"operator code {i}: version {code.version}")
     for entry in model.metadata or []:
@@ -246,7 +245,7 @@ def _check_operators(graph: _Graph, model: schema.ModelT) -> list[tuple[int, lis
         where = f"subgraph {graph.index} operator {n}"
         _check_index(op.opcodeIndex, len(model.operatorCodes or []), f"{where}: operator code")
         code = _builtin_code(model.operatorCodes[op.opcodeIndex])
-        where += f" ({_OP_NAMES[code]})"
+        where += f" ({_BUILTIN_NAMES[code]})"
         spec = OPS[code]
         op_inputs, op_outputs = _indices(op.inputs), _indices(op.outputs)
         _require(spec.inputs[0] <= len(op_inputs) <= spec.inputs[1], f"{where}: {len(op_inputs)} inputs")
@@ -553,7 +552,7 @@ OPS: dict[int, _Spec] = {
 }
 # The ops whose output shapes are checked (the LSTM's and DS-CNN's); WHILE's check is of its subgraph indices.
 SHAPE_CHECKED_OPS = tuple(
-    sorted(_OP_NAMES[code] for code, spec in OPS.items() if spec.check not in (None, _check_while))
+    sorted(_BUILTIN_NAMES[code] for code, spec in OPS.items() if spec.check not in (None, _check_while))
 )
 
 
@@ -597,7 +596,7 @@ def verify_model(data: bytes, source: str = "model") -> schema.ModelT:
                         spec.check(graph, op)
                     except _Refused as e:
                         code = _builtin_code(model.operatorCodes[op.opcodeIndex])
-                        raise _Refused(f"subgraph {graph.index} {_OP_NAMES[code]}: {e}") from None
+                        raise _Refused(f"subgraph {graph.index} {_BUILTIN_NAMES[code]}: {e}") from None
     except _Refused as e:
         raise ModelError(f"{source}: not a model kws can run safely: {e}") from None
     return model
