@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -402,41 +401,3 @@ def slices_to_reshapes(tflite: bytes) -> bytes:
             op.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
             op.builtinOptions = options
     return _pack(model) if reshape is not None else tflite
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """Size and compute of one invoke, read from the flatbuffer."""
-
-    params: int  # elements of the constant tensors (weights and biases)
-    macs: int  # multiply-accumulates of the conv, fully-connected and LSTM ops, per invoke
-
-
-def model_cost(data: bytes, source: str = "model") -> ModelCost:
-    """Parameters and multiply-accumulates per invoke of a TFLite model.
-
-    MACs count the matrix work: FULLY_CONNECTED (rows x inputs x outputs), CONV_2D and
-    DEPTHWISE_CONV_2D (output positions x kernel), UNIDIRECTIONAL_SEQUENCE_LSTM (4 gates x
-    units x (inputs + units), per time step); element-wise ops are left out.
-    """
-    model = unpack_model(data, source)
-    params = macs = 0
-    for graph in model.subgraphs or []:
-        for tensor in graph.tensors:
-            buffer = model.buffers[tensor.buffer] if tensor.buffer else None
-            if buffer is not None and buffer.data is not None and len(buffer.data):
-                params += math.prod(int(n) for n in tensor.shape) if tensor.shape is not None else 1
-    for op in operators(model):
-        out = [int(n) for n in op.outputs[0].shape]
-        if op.code == schema.BuiltinOperator.FULLY_CONNECTED:
-            n_out, n_in = op.shape(1)
-            macs += math.prod(op.shape(0)) // n_in * n_in * n_out
-        elif op.code == schema.BuiltinOperator.CONV_2D:
-            macs += math.prod(out) * math.prod(op.shape(1)[1:])
-        elif op.code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
-            macs += math.prod(out) * math.prod(op.shape(1)[1:3])
-        elif op.code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
-            steps = math.prod(op.shape(0)[:-1])  # batch x time
-            units, n_in = op.shape(2)  # input-to-forget weights (input-to-input is optional)
-            macs += steps * 4 * units * (n_in + units)
-    return ModelCost(params, macs)

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kws.artifact import model_cost
 from kws.data import negative_files
 from kws.errors import KwsError
 from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, keywords_of, load_features
 from kws.features import StreamingFrontend
-from kws.runtime import Runner, load_runner, tflm_arena_bytes
+from kws.footprint import model_cost, tflm_arena_bytes
+from kws.runtime import Runner, load_runner
 from kws.stream import Detector
 from kws.streameval import (
     NEGATIVE_SNRS,

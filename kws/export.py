@@ -30,13 +30,19 @@ from pathlib import Path
 from string import Template
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
-from kws.artifact import ModelError, ModelInfo, operators, tflite_ops, unpack_model
+from kws.artifact import ModelError, ModelInfo, tflite_ops
 from kws.errors import KwsError
 from kws.features import PIXEL_MAX, PIXEL_SCALE, FrontendConfig, dct_matrix, hann_window, mel_weights
 from kws.fileio import UMASK, write_text_atomic
-from kws.runtime import load_runner, tflm_arena_bytes
+from kws.footprint import (
+    ARENA_SLACK,
+    arena_bytes,
+    cmsis_nn_extra_bytes,
+    posterior_state_bytes,
+    tflm_arena_bytes,
+)
+from kws.runtime import load_runner
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, REARM_MARGIN, Detector
 
 FIRMWARE_DIR = Path(str(files("kws") / "firmware_export"))
@@ -64,16 +70,6 @@ GENERATED = (
 )
 # What an export wrote (name -> SHA-256): a later export replaces only files it finds unchanged.
 MANIFEST = "kws_export.json"
-# The host arena is measured with TFLM's reference kernels. On top of it: what CMSIS-NN's
-# kernels (the Cortex-M build) allocate besides (see cmsis_nn_extra_bytes), and this
-# fraction for a TFLM version whose kernels keep a little more per op than the host
-# wheel's. The host's 64-bit pointers make its own structures larger than a 32-bit
-# target's, so the host figure errs on the safe side there.
-ARENA_SLACK = 0.10
-ARENA_ALIGNMENT = 16
-# CMSIS-NN's LSTM keeps a parameter block (cmsis_nn_lstm_params: gate pointers, multipliers
-# and shifts) besides the reference kernel's: about 200 bytes with 64-bit pointers.
-LSTM_PARAMS_BYTES = 256
 # Ops with an int8-only TFLM registration (Register_<OP>_INT8), and the header declaring it.
 INT8_KERNELS = {
     "FULLY_CONNECTED": "fully_connected",
@@ -161,53 +157,6 @@ def tflm_method(op: str) -> str:
         return _TFLM_METHODS[op]
     words = [w if w in _TFLM_UPPER else w.capitalize() for w in op.split("_")]
     return "Add" + "".join(words).replace("2d", "2D").replace("3d", "3D")
-
-
-def cmsis_nn_extra_bytes(data: bytes, source: str = "model") -> int:
-    """Arena bytes CMSIS-NN's int8 kernels allocate that TFLM's reference kernels do not.
-
-    Per ``UNIDIRECTIONAL_SEQUENCE_LSTM``: eight int32 vectors of kernel sums (input and
-    recurrent weights of the four gates, one value per unit) and ``LSTM_PARAMS_BYTES`` for
-    its larger parameter block (measured: TFLM with CMSIS-NN used 5,632 bytes more than
-    with the reference kernels for two LSTM(80) layers and a dense layer, on x86-64, where
-    this function gives 5,728). Per ``FULLY_CONNECTED``:
-    two int32 per output (kernel sums, or the per-channel parameters of its 1x1
-    convolution path). Per ``CONV_2D`` and ``DEPTHWISE_CONV_2D``: an im2col buffer of two
-    int16 columns of the kernel (4 bytes per kernel element and input channel). Scratch
-    buffers share arena space in TFLM's plan, so the sum is an upper bound.
-
-    Parameters
-    ----------
-    data : bytes
-        The model file's contents.
-    source : str
-        Name for messages.
-    """
-    extra = 0
-    for op in operators(unpack_model(data, source)):
-        if op.code == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
-            units = op.shape(2)[0]  # input-to-forget weights: (units, inputs)
-            extra += 8 * units * 4 + LSTM_PARAMS_BYTES
-        elif op.code == schema.BuiltinOperator.FULLY_CONNECTED:
-            extra += 2 * op.shape(1)[0] * 4  # weights: (outputs, inputs)
-        elif op.code in (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D):
-            _, kernel_h, kernel_w, _ = op.shape(1)
-            extra += 4 * op.shape(0)[-1] * kernel_h * kernel_w
-    return extra
-
-
-def arena_bytes(host_bytes: int, cmsis_nn_bytes: int) -> int:
-    """``KWS_ARENA_BYTES``: the host arena, CMSIS-NN's buffers and ``ARENA_SLACK``, to 16 bytes.
-
-    Parameters
-    ----------
-    host_bytes : int
-        :func:`kws.runtime.tflm_arena_bytes` of the model.
-    cmsis_nn_bytes : int
-        :func:`cmsis_nn_extra_bytes` of the model.
-    """
-    total = host_bytes + cmsis_nn_bytes + math.ceil(ARENA_SLACK * host_bytes)
-    return -(-total // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
 
 # ---------------------------------------------------------------------------- C text
@@ -521,16 +470,6 @@ def op_resolver_header(ops: Sequence[str], source: str) -> str:
         "}\n"
     )
     return _header("kws_model_ops.h", source, includes, body, c_linkage=False)
-
-
-def posterior_state_bytes(labels: int, window: int) -> int:
-    """``sizeof(KwsPosterior)`` on a 32-bit ARM target (EABI: doubles 8-byte aligned)."""
-
-    def up8(n: int) -> int:
-        return -(-n // 8) * 8
-
-    history_counters_armed = 4 * window * labels + 4 + 4 + labels
-    return up8(up8(history_counters_armed) + 8)  # then the double last_event
 
 
 def _readme(summary: ExportSummary, streaming: _Streaming, source: str) -> str:

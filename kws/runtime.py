@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -430,74 +425,6 @@ def check_frontend(info: ModelInfo, frontend: FrontendConfig, source: str = "mod
     ]
     if differ:
         raise ModelError(f"{source}: features differ from the model's front-end in {', '.join(differ)}")
-
-
-# Loads a model (stdin) into TFLM with the arena size given and invokes it once. In a
-# subprocess: TFLM crashes (segfault) rather than failing cleanly when the arena is short.
-_TFLM_PROBE = """
-import sys, numpy as np
-from tflite_micro.python.tflite_micro import runtime
-i = runtime.Interpreter.from_bytes(sys.stdin.buffer.read(), arena_size=int(sys.argv[1]))
-d = i.get_input_details(0)
-i.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-i.invoke()
-"""
-
-
-def _tflm_runs(data: bytes, arena: int) -> tuple[bool, str]:
-    """Whether TFLM runs the model in ``arena`` bytes, and the child's stderr."""
-    probe = subprocess.run(
-        [sys.executable, "-c", _TFLM_PROBE, str(arena)], input=data, capture_output=True, check=False
-    )
-    return probe.returncode == 0, probe.stderr.decode(errors="replace")
-
-
-def _recorded_arena_bytes(data: bytes) -> int:
-    """TFLM's recording allocator's "Arena allocation total" after one invoke (fd 2, captured)."""
-    interpreter = _tflm_interpreter(data)
-    details = interpreter.get_input_details(0)
-    interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
-    interpreter.invoke()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            interpreter.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        text = captured.read().decode(errors="replace")
-    found = re.search(r"Arena allocation total (\d+) bytes", text)
-    if found is None:
-        raise ModelError("TFLM did not report its arena use")
-    return int(found.group(1))
-
-
-def tflm_arena_bytes(data: bytes, step: int = 16) -> int:
-    """The smallest tensor arena (to ``step`` bytes) in which TFLM loads and invokes the model.
-
-    Searched upward from the recording allocator's total, which misses some temporary
-    allocations (measured: 32 bytes short for the step LSTM). This is the host figure
-    (64-bit pointers, reference kernels): firmware needs a margin on top (``kws export``).
-    """
-    recorded = _recorded_arena_bytes(data)
-    low, high = recorded - step, recorded + 1024  # low: not known to work
-    while not (result := _tflm_runs(data, high))[0]:
-        if high > 16 * recorded + 65536:  # no arena this large is short: something else fails
-            last = (result[1].strip().splitlines() or ["no message"])[-1]
-            raise ModelError(f"TFLM does not run the model with a {high:,}-byte arena: {last}")
-        low, high = high, high * 2
-    while high - low > step:
-        mid = (low + high) // 2 // step * step
-        if mid <= low:
-            break
-        if _tflm_runs(data, mid)[0]:
-            high = mid
-        else:
-            low = mid
-    return high
 
 
 def classify(runner: Runner, audio: np.ndarray) -> tuple[str, float, np.ndarray]:
