@@ -32,6 +32,7 @@ _API = {
     "classify": "kws.runtime",
     "Runner": "kws.runtime",
     "Detector": "kws.stream",
+    "DetectorConfig": "kws.stream",
     "Detection": "kws.stream",
     "detect": "kws.stream",
     "listen": "kws.microphone",

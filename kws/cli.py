@@ -177,18 +177,18 @@ def _detector(args: argparse.Namespace) -> Detector:
     """The streaming detector the stream/listen options describe."""
     from kws.bundled import STREAMING_VARIANT, bundled_model
     from kws.runtime import load_runner
-    from kws.stream import Detector
+    from kws.stream import Detector, DetectorConfig
 
     args.model = args.model or bundled_model(variant=STREAMING_VARIANT)
     runner = load_runner(args.model, args.runtime)
-    return Detector(
-        runner,
+    config = DetectorConfig(
         thresholds=args.threshold,
         smoothing=args.smoothing,
         refractory=args.refractory,
         reset_every=args.reset_every,
         copies=args.copies,
     )
+    return Detector(runner, config)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -403,6 +403,9 @@ def _device(text: str) -> int | str:
 
 
 def _detector_options(parser: argparse.ArgumentParser) -> None:
+    from kws.stream import DetectorConfig
+
+    defaults = DetectorConfig()
     parser.add_argument(
         "--model",
         type=Path,
@@ -415,15 +418,18 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
         help="smoothed probability a keyword must reach (default: the model's)",
     )
     parser.add_argument(
-        "--smoothing", type=_positive(float), default=0.06, help="seconds of posteriors averaged"
+        "--smoothing",
+        type=_positive(float),
+        default=defaults.smoothing,
+        help="seconds of posteriors averaged",
     )
     parser.add_argument(
         "--refractory",
         type=_positive(float, allow_zero=True),
-        default=1.0,
+        default=defaults.refractory,
         help="seconds of quiet after a detection",
     )
-    _streaming_arguments(parser, copies=2, reset_every=75)
+    _streaming_arguments(parser, copies=defaults.copies, reset_every=defaults.reset_every)
 
 
 def _streaming_arguments(parser: argparse.ArgumentParser, *, copies: int, reset_every: int) -> None:

@@ -43,7 +43,7 @@ from kws.footprint import (
     tflm_arena_bytes,
 )
 from kws.runtime import load_runner
-from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, REARM_MARGIN, Detector
+from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, REARM_MARGIN, DetectorConfig
 
 FIRMWARE_DIR = Path(str(files("kws") / "firmware_export"))
 # Copied unchanged into every export (the README is filled in from README.template.md).
@@ -320,7 +320,7 @@ def _tables_files(tables: FrontendTables, source: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Streaming:
-    """The detector's settings the firmware mirrors (kws.stream.Detector's defaults)."""
+    """The detector's settings the firmware mirrors (from a kws.stream.DetectorConfig)."""
 
     thresholds: np.ndarray  # per label; infinite for the labels that never fire
     smoothing_window: int
@@ -332,17 +332,17 @@ class _Streaming:
     copies: int
 
 
-def _streaming(detector: Detector) -> _Streaming:
-    step = detector.mode == "stateful"
+def _streaming(info: ModelInfo, config: DetectorConfig) -> _Streaming:
+    smoother = config.smoother(info)
     return _Streaming(
-        thresholds=detector.smoother.thresholds,
-        smoothing_window=detector.smoother.history.maxlen or 1,
-        refractory=detector.smoother.refractory,
-        frame_seconds=detector.frame_seconds,
-        window_seconds=detector.frontend.config.window_ms / 1000,  # as Detector.time
-        hop_frames=detector.hop_frames,
-        reset_every=detector.reset_every if step else 0,
-        copies=len(detector.runners),
+        thresholds=smoother.thresholds,
+        smoothing_window=smoother.history.maxlen or 1,
+        refractory=smoother.refractory,
+        frame_seconds=info.frontend.hop_length / info.frontend.sample_rate,
+        window_seconds=info.frontend.window_ms / 1000,  # as Detector.time
+        hop_frames=config.hop(info),
+        reset_every=config.reset_every if info.kind == "step" else 0,
+        copies=config.model_copies(info),
     )
 
 
@@ -612,7 +612,7 @@ def export(
         raise ModelError(f"{path}: the model's output is not int8; kws export needs a full-int8 model")
     quantization = (runner.input_quantization, runner.output_quantization)
     cmsis_extra = cmsis_nn_extra_bytes(data, str(path))
-    streaming = _streaming(Detector(runner, copies=copies, reset_every=reset_every))
+    streaming = _streaming(info, DetectorConfig(copies=copies, reset_every=reset_every))
     tables = frontend_tables(info.frontend)
     host_arena = tflm_arena_bytes(data)
     summary = ExportSummary(

@@ -21,12 +21,15 @@ their threshold; after an event the detector stays quiet for ``refractory`` seco
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from kws.artifact import ModelInfo
 from kws.features import StreamingFrontend
 from kws.runtime import Runner
 
@@ -166,13 +169,15 @@ class PosteriorSmoother:
         return Detection(self.labels[best], time, float(smoothed[best]))
 
 
-class Detector:
-    """The streaming pipeline over one model.
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How a :class:`Detector` turns a model's posteriors into events: everything but the model.
+
+    The defaults are those of ``kws stream`` and ``kws listen``; ``kws export`` writes the
+    firmware's from the same class.
 
     Parameters
     ----------
-    runner : Runner
-        A ``clip`` model (windowed mode) or a ``step`` model (stateful mode).
     thresholds : float or mapping, optional
         Per-keyword thresholds; by default those stored in the model file, else
         ``DEFAULT_THRESHOLD``.
@@ -192,34 +197,66 @@ class Detector:
         by a reset); 1 runs one copy (half the work: a word across a reset is cut).
     """
 
-    def __init__(
-        self,
-        runner: Runner,
-        *,
-        thresholds: float | Mapping[str, float] | None = None,
-        smoothing: float = 0.06,
-        refractory: float = 1.0,
-        hop_frames: int = 1,
-        reset_every: int = 75,
-        copies: int = 2,
-    ) -> None:
-        if copies not in (1, 2):
+    thresholds: float | Mapping[str, float] | None = None
+    smoothing: float = 0.06
+    refractory: float = 1.0
+    hop_frames: int = 1
+    reset_every: int = 75
+    copies: int = 2
+
+    def __post_init__(self) -> None:
+        if self.copies not in (1, 2):
             raise ValueError("copies must be 1 or 2")
+        if self.hop_frames < 1 or self.reset_every < 0 or self.smoothing <= 0 or self.refractory < 0:
+            raise ValueError(
+                "hop_frames must be at least 1, smoothing positive, reset_every and refractory >= 0"
+            )
+
+    def hop(self, info: ModelInfo) -> int:
+        """Frames between model runs: ``hop_frames`` for a whole-clip model, 1 for a step model."""
+        return 1 if info.kind == "step" else self.hop_frames
+
+    def model_copies(self, info: ModelInfo) -> int:
+        """Interpreters of the model the detector runs (2 only for a step model reset in turns)."""
+        return 2 if info.kind == "step" and self.reset_every and self.copies == 2 else 1
+
+    def smoother(self, info: ModelInfo) -> PosteriorSmoother:
+        """The smoothing and thresholds these settings give the model ``info`` describes."""
+        thresholds = self.thresholds
+        if thresholds is None:
+            thresholds = info.extra.get("thresholds", DEFAULT_THRESHOLD)
+        frame_seconds = info.frontend.hop_length / info.frontend.sample_rate
+        window = max(1, round(self.smoothing / (frame_seconds * self.hop(info))))
+        return PosteriorSmoother(info.labels, thresholds, window, self.refractory)
+
+
+class Detector:
+    """The streaming pipeline over one model.
+
+    Parameters
+    ----------
+    runner : Runner
+        A ``clip`` model (windowed mode) or a ``step`` model (stateful mode).
+    config : DetectorConfig, optional
+        The settings (default: ``DetectorConfig()``).
+    **settings
+        Any :class:`DetectorConfig` field, replacing ``config``'s:
+        ``Detector(runner, thresholds=0.5)``.
+    """
+
+    def __init__(self, runner: Runner, config: DetectorConfig | None = None, **settings: Any) -> None:
+        config = dataclasses.replace(config or DetectorConfig(), **settings)
         info = runner.info
+        self.config = config
         self.runner = runner
         self.mode = "stateful" if info.kind == "step" else "windowed"
         self.frontend = StreamingFrontend(info.frontend)
         self.frame_seconds = info.frontend.hop_length / info.frontend.sample_rate
-        self.hop_frames = 1 if self.mode == "stateful" else hop_frames
-        self.reset_every = reset_every
-        # Stateful with resets: a second interpreter of the same file, reset half a period later.
-        self.runners = [runner]
-        if self.mode == "stateful" and reset_every and copies == 2:
-            self.runners.append(runner.copy())
-        if thresholds is None:
-            thresholds = info.extra.get("thresholds", DEFAULT_THRESHOLD)
-        window = max(1, round(smoothing / (self.frame_seconds * self.hop_frames)))
-        self.smoother = PosteriorSmoother(info.labels, thresholds, window, refractory)
+        self.hop_frames = config.hop(info)
+        self.reset_every = config.reset_every
+        # Stateful with resets: a second interpreter of the same bytes, reset half a period later.
+        self.runners = [runner] + [runner.copy() for _ in range(config.model_copies(info) - 1)]
+        self.smoother = config.smoother(info)
         self.frames: deque[np.ndarray] = deque(maxlen=info.frontend.clip_frames)
         self.frame_count = 0
         self.probabilities: np.ndarray | None = None  # latest posterior, for live displays

@@ -15,7 +15,7 @@ from kws.audio import load_audio, write_wav
 from kws.bundled import bundled_model
 from kws.features import clip_features
 from kws.runtime import load_runner
-from kws.stream import Detection, Detector, PosteriorSmoother, detect
+from kws.stream import Detection, Detector, DetectorConfig, PosteriorSmoother, detect
 from kws.streameval import (
     THRESHOLD_GRID,
     TuningWarning,
@@ -92,6 +92,34 @@ def test_stream_cli_json_lines(clip: np.ndarray, tmp_path: Path) -> None:
     # The command prints what the library call finds.
     library = detect(Detector(load_runner(model), thresholds=0.3), load_audio(wav))
     assert events == [e.to_dict() for e in library]
+
+
+def test_detector_config_is_the_one_source_of_the_settings() -> None:
+    from kws.cli import build_parser
+
+    step = load_runner(bundled_model(variant="int8_step"))
+    defaults = DetectorConfig()
+    detector = Detector(step)
+    assert detector.config == defaults and len(detector.runners) == 2
+    assert detector.smoother.keyword_thresholds == step.info.extra["thresholds"]
+    # The CLI's defaults are the config's.
+    args = build_parser().parse_args(["stream", "x.wav"])
+    assert (args.smoothing, args.refractory, args.reset_every, args.copies) == (
+        defaults.smoothing,
+        defaults.refractory,
+        defaults.reset_every,
+        defaults.copies,
+    )
+    # Keywords replace fields of a given config; the copies follow the reset schedule.
+    tuned = Detector(step, DetectorConfig(smoothing=0.2, copies=1), thresholds=0.5)
+    assert tuned.config == DetectorConfig(thresholds=0.5, smoothing=0.2, copies=1)
+    assert len(tuned.runners) == 1 and tuned.smoother.history.maxlen == 10  # 0.2 s of 20-ms frames
+    assert set(tuned.smoother.keyword_thresholds.values()) == {0.5}
+    assert len(Detector(step, reset_every=0).runners) == 1
+    with pytest.raises(ValueError, match="copies must be 1 or 2"):
+        DetectorConfig(copies=3)
+    with pytest.raises(TypeError):
+        Detector(step, smothing=0.1)  # a misspelt setting is not ignored
 
 
 def test_score_counts_hits_false_alarms_and_latency() -> None:
