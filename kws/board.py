@@ -529,7 +529,7 @@ def measure(
     pcm = np.round(stream * 32767).astype(np.int16)
     s_board = run_stream(board, pcm, config, work / "run-board")
     s_host = run_stream(host, pcm, config, work / "run-host")
-    frame_seconds = config.hop_length / config.sample_rate
+    frame_seconds = config.frame_seconds
     events_python = [
         (e.label, round((e.time - config.window_ms / 1000) / frame_seconds) + 1)
         for e in detect(Detector(runner, copies=copies, reset_every=reset_every), pcm / np.float32(32768))

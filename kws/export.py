@@ -338,7 +338,7 @@ def _streaming(info: ModelInfo, config: DetectorConfig) -> _Streaming:
         thresholds=smoother.thresholds,
         smoothing_window=smoother.history.maxlen or 1,
         refractory=smoother.refractory,
-        frame_seconds=info.frontend.hop_length / info.frontend.sample_rate,
+        frame_seconds=info.frontend.frame_seconds,
         window_seconds=info.frontend.window_ms / 1000,  # as Detector.time
         hop_frames=config.hop(info),
         reset_every=config.reset_every if info.kind == "step" else 0,

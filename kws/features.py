@@ -145,6 +145,11 @@ class FrontendConfig:
         return round(self.sample_rate * self.hop_ms / 1000)
 
     @property
+    def frame_seconds(self) -> float:
+        """Seconds between frames: the hop in samples over the rate (what the stream's clock counts)."""
+        return self.hop_length / self.sample_rate
+
+    @property
     def clip_samples(self) -> int:
         """Samples in one model input."""
         return round(self.sample_rate * self.clip_ms / 1000)

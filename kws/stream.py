@@ -225,8 +225,7 @@ class DetectorConfig:
         thresholds = self.thresholds
         if thresholds is None:
             thresholds = info.extra.get("thresholds", DEFAULT_THRESHOLD)
-        frame_seconds = info.frontend.hop_length / info.frontend.sample_rate
-        window = max(1, round(self.smoothing / (frame_seconds * self.hop(info))))
+        window = max(1, round(self.smoothing / (info.frontend.frame_seconds * self.hop(info))))
         return PosteriorSmoother(info.labels, thresholds, window, self.refractory)
 
 
@@ -251,7 +250,7 @@ class Detector:
         self.runner = runner
         self.mode = "stateful" if info.kind == "step" else "windowed"
         self.frontend = StreamingFrontend(info.frontend)
-        self.frame_seconds = info.frontend.hop_length / info.frontend.sample_rate
+        self.frame_seconds = info.frontend.frame_seconds
         self.hop_frames = config.hop(info)
         self.reset_every = config.reset_every
         # Stateful with resets: a second interpreter of the same bytes, reset half a period later.

@@ -93,12 +93,18 @@ class _Graph:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
         return f"subgraph {self.index} tensor {i} ({text[:40]})"
 
-    def constant(self, i: int) -> np.ndarray | None:
-        """Tensor ``i``'s data as a NumPy array of its type and shape, or None if not constant."""
+    def is_constant(self, i: int) -> bool:
+        """Whether tensor ``i`` holds data in the file (a weight, bias or shape)."""
         tensor = self.tensors[i]
         data = self.model.buffers[tensor.buffer].data if tensor.buffer else None
-        if data is None or len(data) == 0:
+        return data is not None and len(data) > 0
+
+    def constant(self, i: int) -> np.ndarray | None:
+        """Tensor ``i``'s data as a NumPy array of its type and shape, or None if not constant."""
+        if not self.is_constant(i):
             return None
+        tensor = self.tensors[i]
+        data = self.model.buffers[tensor.buffer].data
         return np.frombuffer(data.tobytes(), dtype=NUMPY_TYPES[tensor.type]).reshape(_shape(tensor))
 
 
@@ -262,13 +268,13 @@ def _check_operators(graph: _Graph, model: schema.ModelT) -> list[tuple[int, lis
                 continue
             _check_index(i, count, f"{where}: input tensor")
             tensor = graph.tensors[i]
-            ready = i in graph.written or tensor.isVariable or graph.constant(i) is not None
+            ready = i in graph.written or tensor.isVariable or graph.is_constant(i)
             _require(ready, f"{where}: reads {graph.name(i)} before anything writes it")
         for i in op_outputs:
             _check_index(i, count, f"{where}: output tensor")
             _require(i not in graph.written, f"{where}: {graph.name(i)} is written twice")
             _require(
-                graph.constant(i) is None and not graph.tensors[i].isVariable, f"{where}: writes a constant"
+                not graph.is_constant(i) and not graph.tensors[i].isVariable, f"{where}: writes a constant"
             )
             graph.written.add(i)
         for i in _indices(op.intermediates):
