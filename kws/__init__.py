@@ -32,7 +32,7 @@ _API = {
     "classify": "kws.runtime",
     "Runner": "kws.runtime",
     "Detector": "kws.stream",
-    "DetectorConfig": "kws.stream",
+    "DetectorConfig": "kws.artifact",
     "Detection": "kws.stream",
     "detect": "kws.stream",
     "listen": "kws.microphone",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,10 @@ from kws.fileio import parse_json_object
 
 METADATA_NAME = "kws"  # name of the TFLite metadata entry
 H5_METADATA_ATTR = "kws_metadata"  # HDF5 root attribute holding the same JSON in a Keras .h5
-FORMAT_VERSION = 1  # the "kws_format" key; bump when the JSON changes incompatibly
+# The "kws_format" key; bump when the JSON changes incompatibly. 2: the detector's settings
+# under "detector" (format 1 kept only thresholds, in extra; still read).
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 KINDS = ("clip", "step")
 ARCHITECTURES = ("lstm", "gru", "dscnn")
 RECURRENT = ("lstm", "gru")
@@ -52,6 +56,100 @@ class ModelError(KwsError):
     """A model file that cannot be used: missing, not TFLite, no kws metadata, wrong shape."""
 
 
+def _is_probability(value: object) -> bool:
+    number = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    return number and bool(0.0 <= value <= 1.0)  # type: ignore[operator]  # NaN fails
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How a detector turns a model's posteriors into events: everything but the model.
+
+    A model file stores the settings its thresholds were tuned with (``kws tune``,
+    ``kws train``) as :attr:`ModelInfo.detector`; a :class:`kws.stream.Detector` runs
+    with them unless told otherwise, and ``kws export`` writes the firmware's from them.
+    The defaults are those of ``kws stream`` and ``kws listen`` for a model that stores
+    none.
+
+    Parameters
+    ----------
+    thresholds : float or mapping, optional
+        Smoothed probability a keyword must reach: one for all keywords, or per keyword.
+        None: those stored in the model file, else ``kws.stream.DEFAULT_THRESHOLD``.
+    smoothing : float
+        Seconds of posteriors averaged.
+    refractory : float
+        Seconds of quiet after an event.
+    hop_frames : int
+        Windowed mode: run the model every this many frames (1 = every 20 ms hop).
+    reset_every : int
+        Stateful mode: reset each copy of the step model every this many frames (75 =
+        1.5 s; 0: one copy, never reset). On a 1-h stream the never-reset state gave 2.3x
+        the false alarms at 5 points lower hit rate.
+    copies : int
+        Stateful mode with ``reset_every``: 2 runs two copies reset ``reset_every // 2``
+        frames apart, the posterior from the one with the longer history (no word is cut
+        by a reset); 1 runs one copy (half the work: a word across a reset is cut).
+    """
+
+    thresholds: float | Mapping[str, float] | None = None
+    smoothing: float = 0.06
+    refractory: float = 1.0
+    hop_frames: int = 1
+    reset_every: int = 75
+    copies: int = 2
+
+    def __post_init__(self) -> None:
+        if self.copies not in (1, 2):
+            raise ValueError("copies must be 1 or 2")
+        # Written so that NaN fails too.
+        if self.hop_frames < 1 or self.reset_every < 0 or not (self.smoothing > 0 and self.refractory >= 0):
+            raise ValueError(
+                "hop_frames must be at least 1, smoothing positive, reset_every and refractory >= 0"
+            )
+        t = self.thresholds
+        if isinstance(t, Mapping):
+            valid = all(isinstance(k, str) and _is_probability(v) for k, v in t.items())
+        else:
+            valid = t is None or _is_probability(t)
+        if not valid:
+            raise ValueError("thresholds must be a probability (0 to 1), or map keywords to probabilities")
+
+    def hop(self, info: ModelInfo) -> int:
+        """Frames between model runs: ``hop_frames`` for a whole-clip model, 1 for a step model."""
+        return 1 if info.kind == "step" else self.hop_frames
+
+    def model_copies(self, info: ModelInfo) -> int:
+        """Interpreters of the model the detector runs (2 only for a step model reset in turns)."""
+        return 2 if info.kind == "step" and self.reset_every and self.copies == 2 else 1
+
+    def smoothing_window(self, info: ModelInfo) -> int:
+        """Posteriors averaged: ``smoothing`` in model runs of the model ``info`` describes."""
+        return max(1, round(self.smoothing / (info.frontend.frame_seconds * self.hop(info))))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (what a model file stores under ``detector``)."""
+        d = dataclasses.asdict(self)
+        t = self.thresholds
+        d["thresholds"] = {k: float(v) for k, v in t.items()} if isinstance(t, Mapping) else t
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DetectorConfig:
+        """Rebuild the settings from :meth:`to_dict`'s output; anything else is a ValueError."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown detector settings {unknown}")
+        for name in ("smoothing", "refractory"):
+            if name in d and not (isinstance(d[name], (int, float)) and not isinstance(d[name], bool)):
+                raise ValueError(f"detector {name} must be a number")
+        for name in ("hop_frames", "reset_every", "copies"):
+            if name in d and not (isinstance(d[name], int) and not isinstance(d[name], bool)):
+                raise ValueError(f"detector {name} must be an integer")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Everything a model file carries besides its weights.
@@ -68,8 +166,10 @@ class ModelInfo:
     arch : {"lstm", "gru", "dscnn"}
         Model architecture.
     extra : dict
-        Anything else worth keeping with the model (training settings, thresholds);
-        must be JSON-serialisable.
+        Anything else worth keeping with the model (training settings, how the thresholds
+        were tuned); must be JSON-serialisable.
+    detector : DetectorConfig or None
+        The detector settings the model's thresholds were tuned with (None: untuned).
     """
 
     labels: tuple[str, ...]
@@ -77,6 +177,7 @@ class ModelInfo:
     kind: str
     arch: str
     extra: dict[str, Any] = field(default_factory=dict)
+    detector: DetectorConfig | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,15 +195,11 @@ class ModelInfo:
             json.dumps(self.extra)
         except (TypeError, ValueError):
             problems.append("extra must be JSON-serialisable")
-        thresholds = self.extra.get("thresholds", {}) if isinstance(self.extra, dict) else {}
-        if not isinstance(thresholds, dict) or not all(
-            label in self.keywords
-            and isinstance(t, (int, float))
-            and not isinstance(t, bool)
-            and 0.0 <= t <= 1.0  # also false for NaN
-            for label, t in thresholds.items()
-        ):
-            problems.append("extra.thresholds must map the model's keywords to probabilities (0 to 1)")
+        if isinstance(self.extra, dict) and "thresholds" in self.extra:
+            problems.append("thresholds belong in detector, not in extra")
+        thresholds = self.detector.thresholds if self.detector is not None else None
+        if isinstance(thresholds, Mapping) and not set(thresholds) <= set(self.keywords):
+            problems.append("detector.thresholds must name only the model's keywords")
         if problems:
             raise ModelError("invalid model info: " + "; ".join(problems))
 
@@ -130,29 +227,46 @@ class ModelInfo:
             "kind": self.kind,
             "arch": self.arch,
             "extra": dict(self.extra),
-        }
+        } | ({} if self.detector is None else {"detector": self.detector.to_dict()})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        """Rebuild the info from :meth:`to_dict`'s output; anything else is a :class:`ModelError`."""
+        """Rebuild the info from :meth:`to_dict`'s output, of this format or an older one
+        (format 1: thresholds in ``extra``); anything else is a :class:`ModelError`."""
         version = d.get("kws_format")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             raise ModelError(
-                f"kws metadata format {version!r} is not supported (this kws reads {FORMAT_VERSION})"
+                f"kws metadata format {version!r} is not supported (this kws reads "
+                f"{', '.join(map(str, READABLE_FORMATS))})"
             )
         required = {"labels", "frontend", "kind", "arch"}
+        optional = {"kws_format", "extra"} | ({"detector"} if version >= 2 else set())
         missing = sorted(required - set(d))
-        unknown = sorted(set(d) - required - {"kws_format", "extra"})
+        unknown = sorted(set(d) - required - optional)
         if missing or unknown:
             raise ModelError(f"kws metadata: missing keys {missing}, unknown keys {unknown}")
         labels, frontend, extra = d["labels"], d["frontend"], d.get("extra", {})
+        detector = d.get("detector")
         if not isinstance(labels, list) or not isinstance(frontend, dict) or not isinstance(extra, dict):
             raise ModelError("kws metadata: labels must be a list, frontend and extra objects")
+        if version == 1 and "thresholds" in extra:  # format 1 kept the tuned thresholds there
+            extra = dict(extra)
+            detector = {"thresholds": extra.pop("thresholds")}
+        if detector is not None and not isinstance(detector, dict):
+            raise ModelError("kws metadata: detector must be an object")
         try:
             config = FrontendConfig.from_dict(frontend)
-        except FrontendError as e:
+            settings = None if detector is None else DetectorConfig.from_dict(detector)
+        except (FrontendError, ValueError, TypeError) as e:
             raise ModelError(f"kws metadata: {e}") from None
-        return cls(labels=tuple(labels), frontend=config, kind=d["kind"], arch=d["arch"], extra=extra)
+        return cls(
+            labels=tuple(labels),
+            frontend=config,
+            kind=d["kind"],
+            arch=d["arch"],
+            extra=extra,
+            detector=settings,
+        )
 
     def to_json(self) -> str:
         """The info as a JSON string (what the model file stores)."""

@@ -177,18 +177,19 @@ def _detector(args: argparse.Namespace) -> Detector:
     """The streaming detector the stream/listen options describe."""
     from kws.bundled import STREAMING_VARIANT, bundled_model
     from kws.runtime import load_runner
-    from kws.stream import Detector, DetectorConfig
+    from kws.stream import Detector
 
     args.model = args.model or bundled_model(variant=STREAMING_VARIANT)
     runner = load_runner(args.model, args.runtime)
-    config = DetectorConfig(
-        thresholds=args.threshold,
-        smoothing=args.smoothing,
-        refractory=args.refractory,
-        reset_every=args.reset_every,
-        copies=args.copies,
-    )
-    return Detector(runner, config)
+    # What is not given is the model's (the settings its thresholds were tuned with).
+    given = {
+        "thresholds": args.threshold,
+        "smoothing": args.smoothing,
+        "refractory": args.refractory,
+        "reset_every": args.reset_every,
+        "copies": args.copies,
+    }
+    return Detector(runner, **{k: v for k, v in given.items() if v is not None})
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -403,7 +404,7 @@ def _device(text: str) -> int | str:
 
 
 def _detector_options(parser: argparse.ArgumentParser) -> None:
-    from kws.stream import DetectorConfig
+    from kws.artifact import DetectorConfig
 
     defaults = DetectorConfig()
     parser.add_argument(
@@ -420,32 +421,34 @@ def _detector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smoothing",
         type=_positive(float),
-        default=defaults.smoothing,
-        help="seconds of posteriors averaged",
+        help=f"seconds of posteriors averaged (default: the model's, else {defaults.smoothing:g})",
     )
     parser.add_argument(
         "--refractory",
         type=_positive(float, allow_zero=True),
-        default=defaults.refractory,
-        help="seconds of quiet after a detection",
+        help=f"seconds of quiet after a detection (default: the model's, else {defaults.refractory:g})",
     )
-    _streaming_arguments(parser, copies=defaults.copies, reset_every=defaults.reset_every)
+    _streaming_arguments(parser, copies=defaults.copies, reset_every=defaults.reset_every, model_default=True)
 
 
-def _streaming_arguments(parser: argparse.ArgumentParser, *, copies: int, reset_every: int) -> None:
-    """A step model's stateful streaming: how many copies, reset how often."""
+def _streaming_arguments(
+    parser: argparse.ArgumentParser, *, copies: int, reset_every: int, model_default: bool = False
+) -> None:
+    """A step model's stateful streaming: how many copies, reset how often (``model_default``:
+    left None unless given, the model's stored settings apply, else these)."""
+    default = "the model's, else " if model_default else ""
     parser.add_argument(
         "--reset-every",
         type=_positive(int, allow_zero=True),
-        default=reset_every,
-        help=f"stateful mode: reset each step-model copy every N frames (0: one copy, never reset; default {reset_every})",
+        default=None if model_default else reset_every,
+        help=f"stateful mode: reset each step-model copy every N frames (0: one copy, never reset; default {default}{reset_every})",
     )
     parser.add_argument(
         "--copies",
         type=int,
         choices=(1, 2),
-        default=copies,
-        help=f"stateful mode: 2 staggered copies (no word cut by a reset) or 1 (half the work; default {copies})",
+        default=None if model_default else copies,
+        help=f"stateful mode: 2 staggered copies (no word cut by a reset) or 1 (half the work; default {default}{copies})",
     )
 
 

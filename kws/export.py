@@ -31,7 +31,7 @@ from string import Template
 
 import numpy as np
 
-from kws.artifact import ModelError, ModelInfo, tflite_ops
+from kws.artifact import DetectorConfig, ModelError, ModelInfo, tflite_ops
 from kws.errors import KwsError
 from kws.features import PIXEL_MAX, PIXEL_SCALE, FrontendConfig, dct_matrix, hann_window, mel_weights
 from kws.fileio import UMASK, write_text_atomic
@@ -43,7 +43,7 @@ from kws.footprint import (
     tflm_arena_bytes,
 )
 from kws.runtime import load_runner
-from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, REARM_MARGIN, DetectorConfig
+from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, REARM_MARGIN, PosteriorSmoother, detector_config
 
 FIRMWARE_DIR = Path(str(files("kws") / "firmware_export"))
 # Copied unchanged into every export (the README is filled in from README.template.md).
@@ -320,7 +320,7 @@ def _tables_files(tables: FrontendTables, source: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Streaming:
-    """The detector's settings the firmware mirrors (from a kws.stream.DetectorConfig)."""
+    """The detector's settings the firmware mirrors (from a kws.DetectorConfig)."""
 
     thresholds: np.ndarray  # per label; infinite for the labels that never fire
     smoothing_window: int
@@ -333,7 +333,7 @@ class _Streaming:
 
 
 def _streaming(info: ModelInfo, config: DetectorConfig) -> _Streaming:
-    smoother = config.smoother(info)
+    smoother = PosteriorSmoother.from_config(info, config)
     return _Streaming(
         thresholds=smoother.thresholds,
         smoothing_window=smoother.history.maxlen or 1,
@@ -612,7 +612,7 @@ def export(
         raise ModelError(f"{path}: the model's output is not int8; kws export needs a full-int8 model")
     quantization = (runner.input_quantization, runner.output_quantization)
     cmsis_extra = cmsis_nn_extra_bytes(data, str(path))
-    streaming = _streaming(info, DetectorConfig(copies=copies, reset_every=reset_every))
+    streaming = _streaming(info, detector_config(info, copies=copies, reset_every=reset_every))
     tables = frontend_tables(info.frontend)
     host_arena = tflm_arena_bytes(data)
     summary = ExportSummary(

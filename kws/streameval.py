@@ -531,7 +531,8 @@ def tune_model(
     audio, words = build_stream(
         data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
     )
-    trace = record(Detector(runner), audio)
+    detector = Detector(runner)
+    trace = record(detector, audio)
     keywords = keywords_of(runner.info.labels)
     files = [f for folder in negatives for f in negative_files(folder, keywords) if held_out_negative(f)]
     if negatives and not files:
@@ -574,7 +575,9 @@ def tune_model(
             "false_alarms": negative_count,
         }
     info = dataclasses.replace(
-        runner.info, extra={**runner.info.extra, "thresholds": thresholds, "threshold_tuning": tuning}
+        runner.info,
+        extra={**runner.info.extra, "threshold_tuning": tuning},
+        detector=dataclasses.replace(detector.config, thresholds=thresholds),
     )
     write_bytes_atomic(target, embed_metadata(runner.model_bytes, info))
     return {**tuning, "thresholds": thresholds}

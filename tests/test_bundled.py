@@ -34,7 +34,8 @@ def test_bundled_model_meets_its_model_card_on_the_benchmark(name: str, variant:
     top1, _ = agreement(result, tflm)
     assert top1 >= 0.995
     # Thresholds tuned on validation streams travel with the file.
-    assert set(litert.info.extra["thresholds"]) == set(litert.info.keywords)
+    assert litert.info.detector is not None and isinstance(litert.info.detector.thresholds, dict)
+    assert set(litert.info.detector.thresholds) == set(litert.info.keywords)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

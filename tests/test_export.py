@@ -17,7 +17,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from helpers import need
 
-from kws.artifact import ModelError, embed_metadata, read_metadata, tflite_ops
+from kws.artifact import DetectorConfig, ModelError, embed_metadata, read_metadata, tflite_ops
 from kws.audio import load_audio
 from kws.bundled import bundled_model
 from kws.export import ExportError, ExportSummary, export, format_summary, op_resolver_header
@@ -60,9 +60,11 @@ TFLM_METHODS = {
 
 @pytest.fixture(scope="module")
 def step_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled one-time-step LSTM with per-keyword thresholds in its metadata."""
+    """The bundled one-time-step LSTM with per-keyword thresholds and 100 ms of smoothing in its metadata."""
     data = bundled_model("lstm", "int8_step").read_bytes()
-    info = dataclasses.replace(read_metadata(data), extra={"thresholds": THRESHOLDS})
+    info = dataclasses.replace(
+        read_metadata(data), detector=DetectorConfig(thresholds=THRESHOLDS, smoothing=0.1)
+    )
     path = tmp_path_factory.mktemp("model") / "step.tflite"
     path.write_bytes(embed_metadata(data, info))
     return path
@@ -257,6 +259,7 @@ def test_arena_margin_and_readme(exported: ExportSummary) -> None:
     assert exported.arena_bytes % 16 == 0 and exported.model_copies == FIRMWARE_COPIES == 1
     header = (exported.out_dir / "model_data.h").read_text()
     assert f"#define KWS_RESET_EVERY {FIRMWARE_RESET_EVERY}" in header
+    assert "#define KWS_SMOOTHING_WINDOW 5" in header  # the model's stored 0.1 s (default 3 frames)
     readme = (exported.out_dir / "README.md").read_text()
     assert "Cortex-M4F" in readme and not re.search(r"\$[a-z]", readme)  # every placeholder filled
     for figure in (exported.arena_bytes, exported.host_arena_bytes, exported.model_bytes, exported.ram_bytes):

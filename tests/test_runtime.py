@@ -21,6 +21,7 @@ from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 from kws.artifact import (
     H5_METADATA_ATTR,
     METADATA_NAME,
+    DetectorConfig,
     ModelError,
     ModelInfo,
     embed_metadata,
@@ -156,7 +157,10 @@ def buffer_offsets(data: bytes) -> list[int]:
 def test_model_info_round_trip_and_validation() -> None:
     assert ModelInfo.from_dict(INFO.to_dict()) == INFO
     assert ModelInfo.from_json(INFO.to_json()) == INFO
-    assert INFO.to_dict()["kws_format"] == 1
+    assert INFO.to_dict()["kws_format"] == 2 and "detector" not in INFO.to_dict()
+    tuned = dataclasses.replace(INFO, detector=DetectorConfig(thresholds={"yes": 0.8}, smoothing=0.1))
+    assert ModelInfo.from_json(tuned.to_json()) == tuned
+    assert tuned.to_dict()["detector"]["thresholds"] == {"yes": 0.8}
     assert INFO.input_shape == (1, 49, 10) and INFO.with_kind("step").input_shape == (1, 1, 10)
     for change, message in [
         ({"kind": "stream"}, "kind must be one of clip, step"),
@@ -168,7 +172,13 @@ def test_model_info_round_trip_and_validation() -> None:
         with pytest.raises(ModelError, match=message):
             dataclasses.replace(INFO, **change)
     for d, message in [
-        ({**INFO.to_dict(), "kws_format": 2}, "kws metadata format 2 is not supported"),
+        ({**INFO.to_dict(), "kws_format": 3}, "kws metadata format 3 is not supported"),
+        ({**INFO.to_dict(), "kws_format": 1, "detector": {}}, r"unknown keys \['detector'\]"),
+        ({**INFO.to_dict(), "detector": {"copies": 3}}, "copies must be 1 or 2"),
+        ({**INFO.to_dict(), "detector": {"reset_every": 1.5}}, "reset_every must be an integer"),
+        ({**INFO.to_dict(), "detector": {"colour": 1}}, r"unknown detector settings \['colour'\]"),
+        ({**INFO.to_dict(), "detector": [0.5]}, "detector must be an object"),
+        ({**INFO.to_dict(), "extra": {"thresholds": {"yes": 0.5}}}, "thresholds belong in detector"),
         ({**INFO.to_dict(), "colour": "red"}, r"unknown keys \['colour'\]"),
         ({**INFO.to_dict(), "frontend": {"n_mfcc": 0}}, "invalid front-end config"),
     ]:
@@ -191,25 +201,33 @@ def test_metadata_round_trip(models: Models) -> None:
     assert names.count(METADATA_NAME) == 1 and "min_runtime_version" in names
 
 
+def test_metadata_format_1_thresholds_are_read_as_the_detectors() -> None:
+    """Files written before the detector settings had their own field (kws_format 1) load unchanged."""
+    old = {**INFO.to_dict(), "kws_format": 1, "extra": {"thresholds": {"yes": 0.5, "go": 1}, "train": {}}}
+    info = ModelInfo.from_dict(old)
+    assert info.detector == DetectorConfig(thresholds={"yes": 0.5, "go": 1}) and info.extra == {"train": {}}
+    assert ModelInfo.from_dict({**old, "extra": {}}).detector is None
+
+
 @pytest.mark.parametrize(
-    "thresholds",
-    [
-        {"yes": "0.5"},
-        {"yes": float("nan")},
-        {"yes": 1.5},
-        {"yes": True},
-        {"_silence_": 0.5},
-        {"maybe": 0.5},
-        [0.5],
-    ],
+    "thresholds", [{"yes": "0.5"}, {"yes": float("nan")}, {"yes": 1.5}, {"yes": True}, [0.5], -0.1]
 )
-def test_metadata_thresholds_must_be_keyword_probabilities(thresholds: object) -> None:
-    """Thresholds stored in a model are numbers 0-1 for its keywords: anything else is a one-line ModelError."""
-    with pytest.raises(ModelError, match=r"extra\.thresholds must map the model's keywords to probabilities"):
-        dataclasses.replace(INFO, extra={"thresholds": thresholds})
-    assert (
-        dataclasses.replace(INFO, extra={"thresholds": {"yes": 0.5, "go": 1}}).extra["thresholds"]["go"] == 1
-    )
+def test_detector_thresholds_must_be_probabilities(thresholds: object) -> None:
+    """Thresholds are numbers 0-1: anything else is a ValueError, and a one-line ModelError in a file."""
+    with pytest.raises(ValueError, match=r"thresholds must be a probability \(0 to 1\), or map keywords"):
+        DetectorConfig(thresholds=thresholds)  # type: ignore[arg-type]
+    for stored in (
+        {**INFO.to_dict(), "detector": {"thresholds": thresholds}},
+        {**INFO.to_dict(), "kws_format": 1, "extra": {"thresholds": thresholds}},
+    ):
+        with pytest.raises(ModelError, match=r"^kws metadata: thresholds must be a probability"):
+            ModelInfo.from_dict(stored)
+
+
+@pytest.mark.parametrize("keyword", ["_silence_", "maybe"])
+def test_detector_thresholds_must_name_the_models_keywords(keyword: str) -> None:
+    with pytest.raises(ModelError, match=r"detector\.thresholds must name only the model's keywords"):
+        dataclasses.replace(INFO, detector=DetectorConfig(thresholds={keyword: 0.5}))
 
 
 def test_embedding_aligns_every_buffer_to_16_bytes(models: Models) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import run_kws
 
+from kws.artifact import embed_metadata
 from kws.audio import load_audio, write_wav
 from kws.bundled import bundled_model
 from kws.features import clip_features
@@ -94,22 +96,26 @@ def test_stream_cli_json_lines(clip: np.ndarray, tmp_path: Path) -> None:
     assert events == [e.to_dict() for e in library]
 
 
-def test_detector_config_is_the_one_source_of_the_settings() -> None:
+def test_detector_config_is_the_one_source_of_the_settings(tmp_path: Path) -> None:
     from kws.cli import build_parser
 
     step = load_runner(bundled_model(variant="int8_step"))
-    defaults = DetectorConfig()
+    # The bundled model (metadata format 1) stored only thresholds: the other settings are the defaults.
+    assert step.info.detector is not None
+    defaults = DetectorConfig(thresholds=step.info.detector.thresholds)
     detector = Detector(step)
     assert detector.config == defaults and len(detector.runners) == 2
-    assert detector.smoother.keyword_thresholds == step.info.extra["thresholds"]
-    # The CLI's defaults are the config's.
+    assert detector.smoother.keyword_thresholds == step.info.detector.thresholds
+    # The CLI leaves to the model what it is not given.
     args = build_parser().parse_args(["stream", "x.wav"])
-    assert (args.smoothing, args.refractory, args.reset_every, args.copies) == (
-        defaults.smoothing,
-        defaults.refractory,
-        defaults.reset_every,
-        defaults.copies,
-    )
+    assert (args.threshold, args.smoothing, args.refractory, args.reset_every, args.copies) == (None,) * 5
+    # Settings stored in the model are the detector's defaults.
+    stored = DetectorConfig(thresholds=0.7, smoothing=0.1, copies=1)
+    model = tmp_path / "stored.tflite"
+    model.write_bytes(embed_metadata(step.model_bytes, dataclasses.replace(step.info, detector=stored)))
+    assert Detector(load_runner(model)).config == stored
+    assert Detector(load_runner(model), thresholds=0.5).config == dataclasses.replace(stored, thresholds=0.5)
+    assert Detector(load_runner(model), DetectorConfig()).config == DetectorConfig(thresholds=0.7)
     # Keywords replace fields of a given config; the copies follow the reset schedule.
     tuned = Detector(step, DetectorConfig(smoothing=0.2, copies=1), thresholds=0.5)
     assert tuned.config == DetectorConfig(thresholds=0.5, smoothing=0.2, copies=1)
@@ -218,7 +224,8 @@ def test_tune_command_stores_thresholds_the_detector_uses(
     out_of_reach = tuning["false_alarms_per_hour"] > 50
     assert [w.category for w in caught if w.category is TuningWarning] == [TuningWarning] * out_of_reach
     info = load_runner(model).info
-    assert info.extra["thresholds"] == thresholds
+    # Stored with the settings they were tuned with (the detector's defaults).
+    assert info.detector == DetectorConfig(thresholds=thresholds)
     assert info.extra["threshold_tuning"] | {"thresholds": thresholds} == tuning
     assert tuning["split"] == "validation"
     assert not out_of_reach or max(thresholds.values()) == THRESHOLD_GRID[-1]
@@ -244,6 +251,6 @@ def test_tune_refuses_the_installed_models_and_writes_a_copy(
         bundled, small_speech_commands, target_false_alarms_per_hour=50, minutes=0.5, out=copy
     )
     assert bundled.read_bytes() == before
-    assert load_runner(copy).info.extra["thresholds"] == tuning["thresholds"]
+    assert load_runner(copy).info.detector == DetectorConfig(thresholds=tuning["thresholds"])
     x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)
     assert np.array_equal(load_runner(copy).invoke(x), load_runner(bundled).invoke(x))

@@ -54,10 +54,10 @@ def test_int8_models_are_small_fully_int8_and_fused(tiny_run: Path) -> None:
 def test_streaming_thresholds_are_tuned_into_both_int8_files(tiny_run: Path, report: dict) -> None:
     assert set(report["thresholds"]) == {"int8.tflite", "int8_step.tflite"}
     for name, tuning in report["thresholds"].items():
-        extra = load_runner(tiny_run / name).info.extra
-        assert extra["thresholds"] == tuning["thresholds"] and set(tuning["thresholds"]) == set(
-            report["labels"][2:]
-        )
+        info = load_runner(tiny_run / name).info
+        extra = info.extra
+        assert info.detector is not None and info.detector.thresholds == tuning["thresholds"]
+        assert set(tuning["thresholds"]) == set(report["labels"][2:])
         assert (
             extra["threshold_tuning"]["split"] == "validation" and extra["threshold_tuning"]["minutes"] == 2
         )

@@ -111,7 +111,8 @@ def tuning_of(path: Path, data: Path, negatives: list[Path], minutes: float) -> 
             path, data, target_false_alarms_per_hour=BUNDLED_TARGET_FA, negatives=negatives, minutes=minutes
         )
         info = load_runner(path).info
-    return {"thresholds": info.extra["thresholds"], **info.extra["threshold_tuning"]}
+    assert info.detector is not None  # tuned just now if it was not
+    return {"thresholds": info.detector.thresholds, **info.extra["threshold_tuning"]}
 
 
 def operating_point(path: Path, benchmark: Path, jarvis: Path, minutes: float = 20.0) -> list[dict[str, Any]]:
