@@ -35,6 +35,9 @@ H5_METADATA_ATTR = "kws_metadata"  # HDF5 root attribute holding the same JSON i
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 KINDS = ("clip", "step")
+# The files a training run writes (RUN_DIR/<name>): the Keras model and the TFLite models by key.
+KERAS_FILE = "model.h5"
+RUN_FILES = {"float": "float.tflite", "int8": "int8.tflite", "int8_step": "int8_step.tflite"}
 ARCHITECTURES = ("lstm", "gru", "dscnn")
 RECURRENT = ("lstm", "gru")
 

@@ -78,7 +78,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from kws.train import TrainConfig, run
+    from kws.pipeline import run
+    from kws.train import TrainConfig
 
     config = TrainConfig(
         data=str(args.data),
@@ -87,6 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         negative_hop_s=args.negative_hop,
         unknown_weight=args.unknown_weight,
         hard_negatives=args.hard_negatives,
+        sequence_clips=args.sequence_clips,
         finetune_from=None if args.finetune_from is None else str(args.finetune_from),
         arch=args.arch,
         keywords=args.keywords,
@@ -108,20 +110,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         tune_minutes=args.tune_minutes,
         target_false_alarms_per_hour=DEFAULT_TARGET_FA if args.target_fa is None else args.target_fa,
     )
-    main_set = report["per_class_recall"]["set"]
-    acc = report["accuracy"][main_set]
-    print(f"trained {config.arch} in {report['training']['seconds'] / 60:.1f} min; models in {args.out}")
-    for name, value in acc.items():
+    main_set = report.main_set
+    print(f"trained {config.arch} in {report.state.train_seconds / 60:.1f} min; models in {args.out}")
+    for name, value in report.accuracy[main_set].items():
         print(f"  {name:<18} {main_set} accuracy {value:.2%}")
-    for name, a in report["tflm_vs_litert"].items():
+    for name, a in report.tflm_vs_litert.items():
         print(f"  TFLM vs LiteRT, {name}: top-1 agreement {a['top1_agreement']:.2%}")
-    for name, t in report["thresholds"].items():
+    for name, t in report.thresholds.items():
         print(
             f"  {name} thresholds for {t['target_false_alarms_per_hour']:g} false alarms/h: hit rate "
             f"{t['hit_rate']:.1%} at {t['false_alarms_per_hour']:.1f} false alarms/h ({t['minutes']:g}-min validation stream)"
         )
     print(f"report: {Path(args.out) / 'report.md'}")
-    return 1 if report["interrupted"] else 0
+    return 1 if report.interrupted else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -529,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="each epoch, also train on this many of the negatives' 1-s windows the model found most "
         "keyword-like (hard-negative mining; default 0: off)",
+    )
+    train.add_argument(
+        "--sequence-clips",
+        type=_positive(int),
+        default=1,
+        help="LSTM/GRU: train on sequences of this many examples in a row, the state carried as "
+        "when streaming, non-keywords trained on at every frame (default 1: each clip alone)",
     )
     train.add_argument(
         "--frontend",

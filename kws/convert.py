@@ -1,6 +1,6 @@
-"""Trained Keras weights -> the model files: float Keras, float TFLite, int8 TFLite (clip and step).
+"""Trained Keras weights -> the models of a run: float Keras, float TFLite, int8 TFLite (clip and step).
 
-All files come from the same trained weights, copied into fixed-batch models (the int8
+All models come from the same trained weights, copied into fixed-batch models (the int8
 LSTM conversion needs a static batch of 1), and each carries its labels and front-end
 config (:mod:`kws.artifact`). Needs TensorFlow (the ``train`` extra).
 """
@@ -15,16 +15,11 @@ import h5py
 import numpy as np
 
 from kws.artifact import ModelInfo, embed_metadata, slices_to_reshapes, widen_lstm_cell_scales
-from kws.fileio import atomic_path, write_bytes_atomic
+from kws.fileio import atomic_path
 from kws.model import build, copy_weights, keras, save_h5
 
 import tensorflow as tf  # isort: skip  (after kws.model, which selects tf-keras)
 
-# Names of the files a training run writes (RUN_DIR/<name>).
-KERAS_FILE = "model.h5"
-FLOAT_FILE = "float.tflite"
-INT8_FILE = "int8.tflite"
-STEP_FILE = "int8_step.tflite"
 
 # tf-keras GRU layers crash the TFLite converter in int8 (segfault, TF 2.21), and with
 # unroll=True a 2xGRU(64) converts to 492 KB of unrolled ops with float QUANTIZE /
@@ -69,35 +64,33 @@ def save_keras(model: keras.Model, path: Path, info: ModelInfo) -> None:
             f.attrs["kws_metadata"] = info.to_json()
 
 
-def export_models(
+def convert_models(
     trained: keras.Model,
     info: ModelInfo,
     calibration: np.ndarray,
-    out_dir: Path,
     *,
     units: int,
     layers: int,
-) -> dict[str, Path]:
-    """Write every model file of a run from one set of trained weights.
+) -> dict[str, bytes]:
+    """Every TFLite model of a run from one set of trained weights, in memory.
 
     Parameters
     ----------
     trained : keras.Model
         The trained model (any batch size).
     info : ModelInfo
-        Labels, front-end and architecture; ``kind`` is set per file.
+        Labels, front-end and architecture; ``kind`` is set per model.
     calibration : np.ndarray, shape (n, frames, n_mfcc)
         Real training features for int8 calibration (a few hundred clips).
-    out_dir : Path
-        Run folder.
     units, layers : int
         The recurrent size the model was built with (to rebuild it with a fixed batch).
 
     Returns
     -------
     dict
-        ``{"keras": ..., "float": ..., "int8": ..., "int8_step": ...}`` paths: no int8
-        files for GRU (see ``INT8_ARCHS``), a step model only for the LSTM.
+        ``{"float": ..., "int8": ..., "int8_step": ...}``, each ``.tflite`` bytes carrying
+        its :class:`ModelInfo` (written as :data:`kws.artifact.RUN_FILES` names them): no int8 models for
+        GRU (see ``INT8_ARCHS``), a step model only for the LSTM.
     """
     frames, n_mfcc = calibration.shape[1:]
     clip_info = info.with_kind("clip")
@@ -109,12 +102,9 @@ def export_models(
         for x in calibration:
             yield [x[None].astype(np.float32)]
 
-    paths = {"keras": out_dir / KERAS_FILE, "float": out_dir / FLOAT_FILE}
-    save_keras(trained, paths["keras"], clip_info)
-    write_bytes_atomic(paths["float"], embed_metadata(to_tflite(fixed), clip_info))
+    models = {"float": embed_metadata(to_tflite(fixed), clip_info)}
     if info.arch in INT8_ARCHS:
-        paths["int8"] = out_dir / INT8_FILE
-        write_bytes_atomic(paths["int8"], embed_metadata(to_tflite(fixed, clips), clip_info))
+        models["int8"] = embed_metadata(to_tflite(fixed, clips), clip_info)
     if info.arch == "lstm":
         step = copy_weights(
             trained, build(info.arch, len(info.labels), 1, n_mfcc, units=units, layers=layers, batch_size=1)
@@ -128,9 +118,7 @@ def export_models(
                 for frame in x:
                     yield [frame[None, None].astype(np.float32)]
 
-        paths["int8_step"] = out_dir / STEP_FILE
-        write_bytes_atomic(
-            paths["int8_step"],
-            embed_metadata(slices_to_reshapes(to_tflite(step, frames_in_order)), info.with_kind("step")),
+        models["int8_step"] = embed_metadata(
+            slices_to_reshapes(to_tflite(step, frames_in_order)), info.with_kind("step")
         )
-    return paths
+    return models

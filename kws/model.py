@@ -42,6 +42,7 @@ def build(
     layers: int = 2,
     dropout: float = 0.2,
     batch_size: int | None = None,
+    sequences: bool = False,
 ) -> keras.Model:
     """Build a model from MFCC frames to label probabilities.
 
@@ -64,14 +65,20 @@ def build(
     batch_size : int or None
         Fixed batch size. Conversion to the fused int8 LSTM needs it fixed (1); with
         ``None`` the converter fails on tensor-list ops.
+    sequences : bool
+        Recurrent models only: label probabilities at every frame (frames ``None``: any
+        length), for training on sequences of several clips with the state carried. The
+        weights are the same as the clip model's (:func:`copy_weights` moves them).
     """
-    inputs = keras.Input((frames, n_mfcc), batch_size=batch_size, name="mfcc")
+    if sequences and arch not in RECURRENT:
+        raise ValueError(f"only recurrent models ({', '.join(RECURRENT)}) output a label at every frame")
+    inputs = keras.Input((None if sequences else frames, n_mfcc), batch_size=batch_size, name="mfcc")
     if arch in RECURRENT:
         cell = keras.layers.LSTM if arch == "lstm" else keras.layers.GRU
         x = inputs
         for i in range(layers):
             last = i == layers - 1
-            x = cell(units, return_sequences=not last, dropout=dropout, name=f"{arch}_{i}")(x)
+            x = cell(units, return_sequences=sequences or not last, dropout=dropout, name=f"{arch}_{i}")(x)
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     elif arch == "dscnn":
         x = _dscnn(inputs, frames, n_mfcc, dropout)

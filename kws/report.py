@@ -1,42 +1,171 @@
-"""The training report: every model file measured on validation and the benchmark set.
+"""The training report: every model of a run measured on validation and the benchmark set.
 
-Writes ``report.json`` (for machines), ``report.md`` (for people) and a confusion-matrix
-PNG for the int8 model, all atomically.
+:func:`measure` evaluates the models as they are in memory (a :class:`TrainReport`);
+:func:`write_report` writes ``report.json`` (for machines, :meth:`TrainReport.to_dict`),
+``report.md`` (for people) and a confusion-matrix PNG for the int8 model, all atomically.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kws.artifact import tflite_ops
+from kws.artifact import RUN_FILES, tflite_ops
 from kws.evaluate import EvalResult, LabelledFeatures, agreement, evaluate, load_features
+from kws.features import FrontendConfig
 from kws.fileio import atomic_path, write_text_atomic
-from kws.runtime import load_runner
+from kws.runtime import runner_from_bytes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: bench draws confusion matrices without TensorFlow
     from kws.model import keras
     from kws.train import TrainConfig, TrainingData, TrainState
 
+CONFUSION_PNG = "confusion.png"
+# Report names of the int8 models, by model.
+INT8_NAMES = {"int8": "int8", "int8_step": "int8 step"}
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training run measured (:meth:`to_dict` is ``report.json``).
+
+    Parameters
+    ----------
+    run_dir : Path
+    config : TrainConfig
+    labels : tuple of str
+    frontend : FrontendConfig
+        With the normalisation the models use.
+    state : TrainState
+        Epochs, best epoch, history, training time.
+    interrupted : bool
+        Stopped by Ctrl-C: the models are the best epoch's so far.
+    params : int
+        Trainable and other parameters of the Keras model.
+    sizes : dict
+        File name -> bytes, for every model file written.
+    ops : dict
+        Model ("float", "int8", "int8_step") -> its TFLite ops.
+    results : dict
+        Set ("validation", "benchmark") -> model and runtime ("float keras", "int8 litert",
+        "int8 step tflm", ...) -> its :class:`kws.evaluate.EvalResult`.
+    validation_sources : dict
+        Validation source ("images", "audio", "negatives") -> its rows of validation.
+    thresholds : dict
+        Model file name -> its threshold tuning (thresholds, stream, scores).
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    labels: tuple[str, ...]
+    frontend: FrontendConfig
+    state: TrainState
+    interrupted: bool
+    params: int
+    sizes: dict[str, int]
+    ops: dict[str, list[str]]
+    results: dict[str, dict[str, EvalResult]]
+    validation_sources: dict[str, slice]
+    thresholds: dict[str, dict[str, Any]]
+
+    @property
+    def main_set(self) -> str:
+        """The set the headline figures come from: the benchmark if there is one."""
+        return "benchmark" if "benchmark" in self.results else "validation"
+
+    @property
+    def main_model(self) -> str:
+        """The model and runtime the headline figures are of: int8 in LiteRT if there is one."""
+        return "int8 litert" if "int8 litert" in self.results[self.main_set] else "float tflite"
+
+    @property
+    def accuracy(self) -> dict[str, dict[str, float]]:
+        """Set -> model and runtime -> accuracy."""
+        return {s: {name: r.accuracy for name, r in res.items()} for s, res in self.results.items()}
+
+    @property
+    def tflm_vs_litert(self) -> dict[str, dict[str, float]]:
+        """ "<int8 model>, <set>" -> top-1 agreement and largest probability difference of TFLM and LiteRT."""
+        out = {}
+        for s, res in self.results.items():
+            for name in INT8_NAMES.values():
+                if f"{name} tflm" in res and f"{name} litert" in res:
+                    top1, diff = agreement(res[f"{name} litert"], res[f"{name} tflm"])
+                    out[f"{name}, {s}"] = {"top1_agreement": top1, "max_abs_diff": diff}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-serialisable data (``report.json``)."""
+        main = self.results[self.main_set][self.main_model]
+        return {
+            "run_dir": str(self.run_dir),
+            "arch": self.config.arch,
+            "labels": list(self.labels),
+            "interrupted": self.interrupted,
+            "config": self.config.to_dict(),
+            "frontend": self.frontend.to_dict(),
+            "training": {
+                "epochs": self.state.epoch,
+                "best_epoch": self.state.best_epoch,
+                "best_val_accuracy": self.state.best_accuracy,
+                "seconds": self.state.train_seconds,
+                "history": self.state.history,
+            },
+            "params": self.params,
+            "sizes": self.sizes,
+            "ops": self.ops,
+            "accuracy": self.accuracy,
+            "tflm_vs_litert": self.tflm_vs_litert,
+            "validation_by_source": {
+                name: {
+                    source: float(np.mean(r.y_pred[part] == r.y_true[part]))
+                    for source, part in self.validation_sources.items()
+                }
+                for name, r in self.results["validation"].items()
+            },
+            "per_class_recall": {"set": self.main_set, "model": self.main_model, "recall": main.recall},
+            "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in self.results.items()},
+            "confusion_png": CONFUSION_PNG,
+            "thresholds": self.thresholds,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        warnings.warn(
+            "kws train's report is a TrainReport: use its attributes, or to_dict() for report.json's keys",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()[key]
+
 
 def _evaluations(
-    paths: dict[str, Path],
-    model: keras.Model,
+    run_dir: Path,
+    models: dict[str, bytes],
+    keras_model: keras.Model,
     data: LabelledFeatures,
     runtimes: Sequence[str],
     progress: bool,
 ) -> dict[str, EvalResult]:
-    """Every model file (and runtime) over one labelled set."""
-    out = {"float keras": EvalResult(data.label_names, data.labels, model.predict(data.features, verbose=0))}
-    out["float tflite"] = evaluate(load_runner(paths["float"]), data, progress=progress)
-    for key, name in (("int8", "int8"), ("int8_step", "int8 step")):
-        if key in paths:
+    """Every model (and runtime) over one labelled set."""
+    out = {
+        "float keras": EvalResult(
+            data.label_names, data.labels, keras_model.predict(data.features, verbose=0)
+        )
+    }
+    out["float tflite"] = evaluate(
+        runner_from_bytes(models["float"], run_dir / RUN_FILES["float"]), data, progress=progress
+    )
+    for key, name in INT8_NAMES.items():
+        if key in models:
             for runtime in runtimes:
-                out[f"{name} {runtime}"] = evaluate(load_runner(paths[key], runtime), data, progress=progress)
+                runner = runner_from_bytes(models[key], run_dir / RUN_FILES[key], runtime)
+                out[f"{name} {runtime}"] = evaluate(runner, data, progress=progress)
     return out
 
 
@@ -137,12 +266,12 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(
+def measure(
     run_dir: Path,
     config: TrainConfig,
     state: TrainState,
-    paths: dict[str, Path],
-    model: keras.Model,
+    models: dict[str, bytes],
+    keras_model: keras.Model,
     data: TrainingData,
     *,
     benchmark: str | Path | None,
@@ -150,57 +279,43 @@ def write_report(
     progress: bool,
     runtimes: Sequence[str],
     thresholds: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """Evaluate every model file and write report.json, report.md and confusion.png.
+    sizes: dict[str, int],
+) -> TrainReport:
+    """Evaluate every model of a run, as it is in memory, on validation and ``benchmark``.
 
-    ``thresholds`` maps a model file's name to its threshold tuning (thresholds and scores).
+    ``models`` are the ``.tflite`` models by key (:data:`kws.artifact.RUN_FILES`), ``sizes``
+    the bytes of every file written, ``thresholds`` each int8 file's threshold tuning.
     """
     sets = {"validation": LabelledFeatures(data.val_x, data.val_y, tuple(data.labels), "validation")}
     if benchmark is not None:
         sets["benchmark"] = load_features(benchmark, "test", data.labels, data.frontend, progress=progress)
-    results = {name: _evaluations(paths, model, s, runtimes, progress) for name, s in sets.items()}
-    main_set = "benchmark" if "benchmark" in results else "validation"
-    main_name = "int8 litert" if "int8 litert" in results[main_set] else "float tflite"
-    main = results[main_set][main_name]
-    png = run_dir / "confusion.png"
-    plot_confusion(main, png, f"{main_name} {config.arch}, {main_set}: {main.accuracy:.1%}")
-    report: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "arch": config.arch,
-        "labels": list(data.labels),
-        "interrupted": interrupted,
-        "config": config.to_dict(),
-        "frontend": data.frontend.to_dict(),
-        "training": {
-            "epochs": state.epoch,
-            "best_epoch": state.best_epoch,
-            "best_val_accuracy": state.best_accuracy,
-            "seconds": state.train_seconds,
-            "history": state.history,
+    return TrainReport(
+        run_dir=run_dir,
+        config=config,
+        labels=tuple(data.labels),
+        frontend=data.frontend,
+        state=state,
+        interrupted=interrupted,
+        params=int(keras_model.count_params()),
+        sizes=sizes,
+        ops={key: tflite_ops(model) for key, model in models.items()},
+        results={
+            name: _evaluations(run_dir, models, keras_model, s, runtimes, progress)
+            for name, s in sets.items()
         },
-        "params": int(model.count_params()),
-        "sizes": {p.name: p.stat().st_size for p in paths.values()},
-        "ops": {k: tflite_ops(p.read_bytes()) for k, p in paths.items() if p.suffix == ".tflite"},
-        "accuracy": {s: {name: r.accuracy for name, r in res.items()} for s, res in results.items()},
-        "tflm_vs_litert": {},
-        "validation_by_source": {
-            name: {
-                source: float(np.mean(r.y_pred[part] == r.y_true[part]))
-                for source, part in data.val_sources.items()
-            }
-            for name, r in results["validation"].items()
-        },
-        "per_class_recall": {"set": main_set, "model": main_name, "recall": main.recall},
-        "results": {s: {name: r.to_dict() for name, r in res.items()} for s, res in results.items()},
-        "confusion_png": png.name,
-        "thresholds": thresholds,
-    }
-    if "tflm" in runtimes and "litert" in runtimes:
-        for s, res in results.items():
-            for name in ("int8", "int8 step"):
-                if f"{name} tflm" in res:
-                    top1, diff = agreement(res[f"{name} litert"], res[f"{name} tflm"])
-                    report["tflm_vs_litert"][f"{name}, {s}"] = {"top1_agreement": top1, "max_abs_diff": diff}
-    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1))
-    write_text_atomic(run_dir / "report.md", _markdown(report))
-    return report
+        validation_sources=data.val_sources,
+        thresholds=thresholds,
+    )
+
+
+def write_report(report: TrainReport) -> None:
+    """Write ``report.json``, ``report.md`` and the confusion matrix into the run folder."""
+    main = report.results[report.main_set][report.main_model]
+    plot_confusion(
+        main,
+        report.run_dir / CONFUSION_PNG,
+        f"{report.main_model} {report.config.arch}, {report.main_set}: {main.accuracy:.1%}",
+    )
+    d = report.to_dict()
+    write_text_atomic(report.run_dir / "report.json", json.dumps(d, indent=1))
+    write_text_atomic(report.run_dir / "report.md", _markdown(d))

@@ -398,12 +398,30 @@ def load_runner(path: str | Path, runtime: str = "litert", *, require_int8: bool
             data = path.read_bytes()
         except OSError as e:
             raise ModelError(f"{path}: cannot read: {e.strerror}") from None
-        verify_model(data, str(path))  # before any interpreter sees the bytes
-        info = read_metadata(data, str(path))
-        runner = (LiteRTRunner if runtime == "litert" else TFLMRunner)(path, data, info)
+        runner = runner_from_bytes(data, path, runtime)
     if require_int8 and not runner.quantized:
         raise ModelError(f"{path} is a float model; int8 input is required here")
     return runner
+
+
+def runner_from_bytes(data: bytes, path: str | Path, runtime: str = "litert") -> Runner:
+    """A ``.tflite`` model held in memory (e.g. straight from conversion) in LiteRT or TFLM,
+    verified and its metadata read as :func:`load_runner` does for a file.
+
+    Parameters
+    ----------
+    data : bytes
+        The model.
+    path : str or Path
+        Where it is (or will be) written: the name in messages and :attr:`Runner.path`.
+    runtime : {"litert", "tflm"}
+    """
+    path = Path(path)
+    if runtime not in ("litert", "tflm"):
+        raise ModelError(f"{path}: a .tflite model runs in litert or tflm, not {runtime!r}")
+    verify_model(data, str(path))  # before any interpreter sees the bytes
+    info = read_metadata(data, str(path))
+    return (LiteRTRunner if runtime == "litert" else TFLMRunner)(path, data, info)
 
 
 def check_frontend(info: ModelInfo, frontend: FrontendConfig, source: str = "model") -> None:

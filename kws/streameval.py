@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kws.artifact import DetectorConfig, ModelError, embed_metadata
 from kws.audio import load_audio, word_extent
 from kws.data import (
     SILENCE,
@@ -39,6 +40,8 @@ from kws.data import (
 )
 from kws.errors import DataError
 from kws.evaluate import keywords_of
+from kws.fileio import write_bytes_atomic
+from kws.runtime import Runner, load_runner
 from kws.stream import Detection, Detector, PosteriorSmoother, moving_average
 
 
@@ -472,8 +475,8 @@ class TuningWarning(UserWarning):
     """Thresholds that cannot meet their false-alarm target on the streams they were tuned on."""
 
 
-def tune_model(
-    path: str | Path,
+def tune_detector(
+    runner: Runner,
     data_dir: str | Path,
     *,
     target_false_alarms_per_hour: float,
@@ -482,56 +485,33 @@ def tune_model(
     minutes: float = 30.0,
     snr_db: float = 20.0,
     seed: int = 0,
-    out: str | Path | None = None,
-) -> dict[str, Any]:
-    """Tune a model file's per-keyword thresholds on a stream and store them in its metadata.
-
-    The file is rewritten in place (``out`` None) or the tuned model written to ``out``;
-    either way the bytes written are the model that was tuned, even if the file changes
-    meanwhile. A file inside the installed ``kws`` package (the bundled models) is never
-    rewritten: give ``out``.
+) -> tuple[DetectorConfig, dict[str, Any]]:
+    """Tune a model's per-keyword thresholds on a stream.
 
     The stream is built from ``data_dir``'s ``split`` clips (validation speakers by
-    default), run through a :class:`Detector` with its default settings in the mode the
-    file implies (windowed for a clip model, stateful for a step model), and the
-    thresholds :func:`tune_thresholds` picks are written into the file (atomically) with
-    how they were chosen. With ``negatives`` (folders of speech without keywords), the
-    false alarms also count on a stream of each folder's held-out recordings (the 10%
-    ``kws train`` never trains on, :func:`kws.data.held_out_negative`) at each of
-    :data:`NEGATIVE_SNRS`.
+    default), run through a :class:`Detector` with the settings stored in the model (else
+    the defaults) in the mode its kind implies (windowed for a clip model, stateful for a
+    step model), and :func:`tune_thresholds` picks the thresholds. With ``negatives``
+    (folders of speech without keywords), the false alarms also count on a stream of each
+    folder's held-out recordings (the 10% ``kws train`` never trains on,
+    :func:`kws.data.held_out_negative`) at each of :data:`NEGATIVE_SNRS`.
 
     A :class:`TuningWarning` says when even the strictest thresholds tried exceed the
-    target on these streams (the model cannot meet it; the strictest are stored).
+    target on these streams (the model cannot meet it; the strictest are returned).
 
     Returns
     -------
+    DetectorConfig
+        The detector's settings with the tuned thresholds (what the model should store).
     dict
-        What is stored under ``threshold_tuning`` (the stream's settings, the target, and
-        the hit rate and false alarms per hour reached on it) with ``thresholds``
-        (keyword -> threshold).
+        How they were chosen (the stream's settings, the target, and the hit rate and
+        false alarms per hour reached on it): what the model stores under
+        ``extra["threshold_tuning"]``.
     """
-    from kws.artifact import ModelError, embed_metadata
-    from kws.fileio import write_bytes_atomic
-    from kws.runtime import LiteRTRunner, load_runner
-
-    path = Path(path)
-    target = path if out is None else Path(out)
-    if path.suffix != ".tflite" or target.suffix != ".tflite":
-        raise ModelError(
-            f"{path if path.suffix != '.tflite' else target}: thresholds are stored in .tflite models only"
-        )
-    package = Path(__file__).resolve().parent
-    if target.resolve().is_relative_to(package):
-        raise ModelError(
-            f"{target}: is inside the installed kws package (the bundled models); tune a copy with --out FILE"
-        )
-    runner = load_runner(path)
-    if not isinstance(runner, LiteRTRunner):  # load_runner gives LiteRT for a .tflite
-        raise ModelError(f"{path}: not a LiteRT model")
+    detector = Detector(runner)
     audio, words = build_stream(
         data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
     )
-    detector = Detector(runner)
     trace = record(detector, audio)
     keywords = keywords_of(runner.info.labels)
     files = [f for folder in negatives for f in negative_files(folder, keywords) if held_out_negative(f)]
@@ -549,7 +529,7 @@ def tune_model(
     if count / hours > target_false_alarms_per_hour:
         topped = [k for k, t in thresholds.items() if t == THRESHOLD_GRID[-1]]
         warnings.warn(
-            f"{path}: {target_false_alarms_per_hour:g} false alarms/h is out of this model's reach on the "
+            f"{runner.path}: {target_false_alarms_per_hour:g} false alarms/h is out of this model's reach on the "
             f"tuning streams ({count / hours:.1f}/h with {', '.join(topped)} at the highest threshold, "
             f"{THRESHOLD_GRID[-1]:g}); the thresholds stored are the strictest tried",
             TuningWarning,
@@ -574,10 +554,62 @@ def tune_model(
             "minutes": round(negative_hours * 60, 2),
             "false_alarms": negative_count,
         }
+    return dataclasses.replace(detector.config, thresholds=thresholds), tuning
+
+
+def tuned(runner: Runner, settings: DetectorConfig, tuning: dict[str, Any]) -> bytes:
+    """The runner's model with ``settings`` and their ``tuning`` (:func:`tune_detector`) in its metadata."""
     info = dataclasses.replace(
-        runner.info,
-        extra={**runner.info.extra, "threshold_tuning": tuning},
-        detector=dataclasses.replace(detector.config, thresholds=thresholds),
+        runner.info, extra={**runner.info.extra, "threshold_tuning": tuning}, detector=settings
     )
-    write_bytes_atomic(target, embed_metadata(runner.model_bytes, info))
-    return {**tuning, "thresholds": thresholds}
+    return embed_metadata(runner.model_bytes, info)
+
+
+def tune_model(
+    path: str | Path,
+    data_dir: str | Path,
+    *,
+    target_false_alarms_per_hour: float,
+    negatives: Sequence[str | Path] = (),
+    split: str = "validation",
+    minutes: float = 30.0,
+    snr_db: float = 20.0,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Tune a model file's per-keyword thresholds (:func:`tune_detector`) and store them in its metadata.
+
+    The file is rewritten in place (``out`` None) or the tuned model written to ``out``;
+    either way the bytes written are the model that was tuned, even if the file changes
+    meanwhile, atomically. A file inside the installed ``kws`` package (the bundled
+    models) is never rewritten: give ``out``.
+
+    Returns
+    -------
+    dict
+        What is stored under ``threshold_tuning`` with ``thresholds`` (keyword -> threshold).
+    """
+    path = Path(path)
+    target = path if out is None else Path(out)
+    if path.suffix != ".tflite" or target.suffix != ".tflite":
+        raise ModelError(
+            f"{path if path.suffix != '.tflite' else target}: thresholds are stored in .tflite models only"
+        )
+    package = Path(__file__).resolve().parent
+    if target.resolve().is_relative_to(package):
+        raise ModelError(
+            f"{target}: is inside the installed kws package (the bundled models); tune a copy with --out FILE"
+        )
+    runner = load_runner(path)  # LiteRT, for a .tflite
+    settings, tuning = tune_detector(
+        runner,
+        data_dir,
+        target_false_alarms_per_hour=target_false_alarms_per_hour,
+        negatives=negatives,
+        split=split,
+        minutes=minutes,
+        snr_db=snr_db,
+        seed=seed,
+    )
+    write_bytes_atomic(target, tuned(runner, settings, tuning))
+    return {**tuning, "thresholds": settings.thresholds}

@@ -1,4 +1,5 @@
-"""Training: data -> float Keras model -> int8 TFLite models, with checkpoints and a report.
+"""Training: data -> a trained float Keras model, with checkpoints (:mod:`kws.pipeline` runs
+the whole of ``kws train``: conversion, tuning and the report come after).
 
 Each epoch sees a fresh augmentation of every training clip (speed, shift, gain, noise,
 then SpecAugment masks on the features). The learning rate follows a cosine schedule
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kws.artifact import ModelInfo
+from kws.artifact import RECURRENT, ModelInfo
 from kws.audio import load_audio
 from kws.augment import AugmentConfig, augment_clip, mask_features
 from kws.data import (
@@ -63,11 +64,13 @@ from kws.images import (
     row_frontend,
     row_step,
 )
-from kws.model import build, keras, save_h5
-from kws.streameval import DEFAULT_TARGET_FA
+from kws.model import build, copy_weights, keras, save_h5
 
 CHECKPOINT_DIR = "checkpoint"
 MINING_HOP_S = 0.1  # seconds between hard-negative mining windows
+# Sequence training: seconds into a non-keyword example before its label holds at every
+# frame (the posterior of a keyword just before it may still be falling).
+SEQUENCE_SETTLE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,13 @@ class TrainConfig:
         Hard-negative mining: each epoch after the first, the training negatives' 1-s
         windows (every 0.1 s) that the model scored most keyword-like at the end of the
         previous epoch, this many, are trained on again (augmented) as ``_unknown_``.
+    sequence_clips : int
+        Recurrent models: train on sequences of this many augmented examples in a row,
+        the state carried from one to the next as the step model streams (1: each clip
+        alone from a zero state). Each example's label is trained on at its last frame
+        and, for ``_unknown_`` and ``_silence_``, at every frame from
+        :data:`SEQUENCE_SETTLE_S` into it as well: nothing may fire anywhere in other
+        speech, whatever came before.
     finetune_from : str or None
         A finished run folder to continue from: its last checkpoint (weights, optimiser
         state, epoch count) trained on with these settings up to ``epochs`` on the same
@@ -129,6 +139,7 @@ class TrainConfig:
     negative_hop_s: float | None = None
     unknown_weight: float = 1.0
     hard_negatives: int = 0
+    sequence_clips: int = 1
     finetune_from: str | None = None
     arch: str = "lstm"
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
@@ -311,11 +322,17 @@ def _audio_example(
     return image_features(audio_image(augmented, data.frontend)[None], phase, data.frontend)[0]
 
 
+def clip_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Each clip's label probabilities at its last frame (a clip model's output, or a sequence model's last)."""
+    probabilities = model.predict(x, verbose=0, batch_size=256)
+    return probabilities[:, -1] if probabilities.ndim == 3 else probabilities
+
+
 def hard_negatives(model: keras.Model, data: TrainingData, count: int) -> list[tuple[int, int]]:
     """The ``count`` mining windows (:attr:`TrainingData.mining`) the model finds most keyword-like."""
     if not count or not data.mining:
         return []
-    probabilities = model.predict(data.mining_x, verbose=0, batch_size=256)
+    probabilities = clip_probabilities(model, data.mining_x)
     keyword_like = probabilities[:, 2:].max(axis=1)
     return [data.mining[i] for i in np.argsort(-keyword_like, kind="stable")[:count]]
 
@@ -357,6 +374,52 @@ def augmented_features(
     rng = np.random.default_rng([config.seed, epoch, 1])
     mined = [_audio_example(data.negatives[i][start : start + n], data, rng, config) for i, start in hard]
     return np.stack(usual + [mask_features(f, rng, config.augment) for f in mined])
+
+
+def sequences(
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    negative_labels: Sequence[int],
+    clips: int,
+    settle_frames: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Examples joined ``clips`` at a time, in a random order, into sequences with a label and
+    a loss weight per frame (:attr:`TrainConfig.sequence_clips`).
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (n, frames, n_mfcc)
+        Features of each example.
+    y : np.ndarray, shape (n,)
+        Labels.
+    weights : np.ndarray, shape (n_labels,)
+        Each label's loss weight (:func:`class_weights`).
+    negative_labels : sequence of int
+        Labels trained on at every frame from ``settle_frames`` on, not only the last;
+        their weight is spread over those frames.
+    clips : int
+        Examples a sequence; the ``n % clips`` left over sit this epoch out.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    x, y, w : np.ndarray
+        Shapes (n // clips, clips * frames, n_mfcc), (n // clips, clips * frames) twice.
+    """
+    n, frames, n_mfcc = x.shape
+    order = rng.permutation(n)[: n // clips * clips].reshape(-1, clips)
+    labels = y[order]  # (sequences, clips)
+    w = np.zeros((len(order), clips, frames), dtype=np.float32)
+    w[:, :, -1] = weights[labels]
+    dense = np.isin(labels, negative_labels) * weights[labels] / (frames - 1 - settle_frames)
+    w[:, :, settle_frames:-1] += dense[:, :, None]
+    return (
+        x[order].reshape(len(order), clips * frames, n_mfcc),
+        np.repeat(labels, frames, axis=1),
+        w.reshape(len(order), clips * frames),
+    )
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -428,20 +491,17 @@ def _save_checkpoint(model: keras.Model, state: TrainState, ckpt: Path, best: bo
 def fit(
     config: TrainConfig, data: TrainingData, run_dir: Path, *, resume: bool = False, progress: bool = True
 ) -> tuple[keras.Model, TrainState, bool]:
-    """Train with checkpoints in ``run_dir/checkpoint``; return the best model, its state, interrupted?"""
+    """Train with checkpoints in ``run_dir/checkpoint``; return the best model (a clip model), its
+    state, interrupted?"""
     ckpt = run_dir / CHECKPOINT_DIR
     keras.utils.set_random_seed(config.seed)
-    state = TrainState()
-    if resume:
-        model = keras.models.load_model(ckpt / "last.h5")
-        state = TrainState(**json.loads((ckpt / "state.json").read_text()))
-    elif config.finetune_from is not None:
-        source = Path(config.finetune_from) / CHECKPOINT_DIR
-        model = keras.models.load_model(source / "last.h5")
-        finished = TrainState(**json.loads((source / "state.json").read_text()))
-        # Patience counts from the source's last epoch; the best is chosen among the new ones.
-        state = TrainState(epoch=finished.epoch, best_epoch=finished.epoch)
-    else:
+    use_sequences = config.sequence_clips > 1
+    if use_sequences and config.arch not in RECURRENT:
+        raise KwsError(
+            f"--sequence-clips needs a recurrent model ({', '.join(RECURRENT)}), not {config.arch}"
+        )
+
+    def fresh(sequence_model: bool) -> keras.Model:
         model = build(
             config.arch,
             len(data.labels),
@@ -450,15 +510,32 @@ def fit(
             units=config.units,
             layers=config.layers,
             dropout=config.dropout,
+            sequences=sequence_model,
         )
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            # Sequence training weighs most frames 0: accuracy over the weighted ones.
+            **{"weighted_metrics" if sequence_model else "metrics": ["accuracy"]},
         )
+        return model
+
+    state = TrainState()
+    if resume or config.finetune_from is not None:
+        source = ckpt if resume else Path(str(config.finetune_from)) / CHECKPOINT_DIR
+        model = keras.models.load_model(source / "last.h5")
+        saved = TrainState(**json.loads((source / "state.json").read_text()))
+        # Fine-tuning: patience counts from the source's last epoch; the best is chosen among the new ones.
+        state = saved if resume else TrainState(epoch=saved.epoch, best_epoch=saved.epoch)
+        if (len(model.output_shape) == 3) != use_sequences:  # same weights, the other form (new optimiser)
+            model = copy_weights(model, fresh(use_sequences))
+    else:
+        model = fresh(use_sequences)
     weights = class_weights(
         data.train_y, len(data.labels), {data.labels.index(UNKNOWN): config.unknown_weight}
     )
+    negative_labels = [data.labels.index(SILENCE), data.labels.index(UNKNOWN)]
+    settle_frames = round(SEQUENCE_SETTLE_S / data.frontend.frame_seconds)
     interrupted = False
     try:
         for epoch in range(state.epoch, config.epochs):
@@ -470,6 +547,14 @@ def fit(
             hard = hard_negatives(model, data, config.hard_negatives) if epoch > 0 else []
             x = augmented_features(data, config, epoch, hard)
             y = np.concatenate([data.train_y, np.full(len(hard), data.labels.index(UNKNOWN))])
+            fit_weights: dict[str, Any] = {"class_weight": weights}
+            if use_sequences:
+                w = np.array([weights[i] for i in range(len(data.labels))])
+                rng = np.random.default_rng([config.seed, epoch, 2])
+                x, y, frame_weights = sequences(
+                    x, y, w, negative_labels, config.sequence_clips, settle_frames, rng
+                )
+                fit_weights = {"sample_weight": frame_weights}
             keras.utils.set_random_seed(config.seed * 1000 + epoch)  # batch order, dropout
             desc = f"epoch {epoch + 1}/{config.epochs}"
             with tqdm(
@@ -486,10 +571,10 @@ def fit(
                     epochs=1,
                     verbose=0,
                     shuffle=True,
-                    class_weight=weights,
                     callbacks=[_BatchProgress(bar)],
+                    **fit_weights,
                 )
-            probabilities = model.predict(data.val_x, verbose=0, batch_size=256)
+            probabilities = clip_probabilities(model, data.val_x)
             right = probabilities.argmax(axis=1) == data.val_y
             val_acc = float(right.mean())
             val_loss = float(
@@ -529,6 +614,8 @@ def fit(
             file=sys.stderr,
         )
     model.load_weights(ckpt / "best_weights.h5")
+    if use_sequences:  # the models converted and reported are clip models
+        model = copy_weights(model, fresh(False))
     return model, state, interrupted
 
 
@@ -607,85 +694,13 @@ def check_finetune_source(config: TrainConfig) -> FrontendConfig:
     return frontend
 
 
-def run(
-    config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    benchmark: str | Path | None = None,
-    progress: bool = True,
-    runtimes: Sequence[str] = ("litert", "tflm"),
-    tune_minutes: float = 30.0,
-    target_false_alarms_per_hour: float = DEFAULT_TARGET_FA,
-) -> dict[str, Any]:
-    """Train, export every model file, and write report.json / report.md into ``run_dir``.
+def __getattr__(name: str) -> Any:
+    # kws 0.1's kws.train.run, now kws.pipeline.run (which imports this module, not the reverse).
+    if name == "run":
+        import warnings
 
-    Parameters
-    ----------
-    config : TrainConfig
-    run_dir : path
-        Output folder (created).
-    resume : bool
-        Continue from ``run_dir/checkpoint`` (same settings; ``epochs`` may grow).
-    benchmark : path or None
-        A data folder (e.g. the 12-class test set) to report every accuracy on as well.
-    progress : bool
-        Progress bars and per-epoch lines on stderr.
-    runtimes : sequence of str
-        Runtimes to evaluate the int8 models in for the report.
-    tune_minutes : float
-        Length of the validation stream the int8 files' streaming thresholds are tuned
-        on (0: no tuning; the detector then uses its default threshold).
-    target_false_alarms_per_hour : float
-        What the thresholds are tuned for, all keywords together.
-    """
-    from kws.convert import export_models
-    from kws.report import write_report
-    from kws.streameval import tune_model
+        from kws import pipeline
 
-    run_dir = Path(run_dir)
-    if resume:
-        check_resume(config, run_dir)
-    elif (run_dir / CHECKPOINT_DIR).exists():
-        raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
-    source = check_finetune_source(config) if config.finetune_from is not None else None
-    data = prepare_data(config, progress=progress, normalised=source)
-    write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
-    model, state, interrupted = fit(config, data, run_dir, resume=resume, progress=progress)
-    info = model_info(config, data)
-    paths = export_models(
-        model, info, calibration_set(data, config), run_dir, units=config.units, layers=config.layers
-    )
-    thresholds = {}
-    if interrupted and tune_minutes > 0:
-        print("interrupted: thresholds not tuned (run kws tune on the int8 files)", file=sys.stderr)
-    elif tune_minutes > 0:
-        for key in ("int8", "int8_step"):
-            if key in paths:
-                if progress:
-                    print(
-                        f"tuning the thresholds of {paths[key].name} on {tune_minutes:g} min of validation stream"
-                        + (" and the held-out negatives" if "negatives" in data.val_sources else ""),
-                        file=sys.stderr,
-                    )
-                thresholds[paths[key].name] = tune_model(
-                    paths[key],
-                    config.data,
-                    target_false_alarms_per_hour=target_false_alarms_per_hour,
-                    # The held-out negatives (none held out: the keyword stream alone).
-                    negatives=config.negatives if "negatives" in data.val_sources else (),
-                    minutes=tune_minutes,
-                )
-    return write_report(
-        run_dir,
-        config,
-        state,
-        paths,
-        model,
-        data,
-        benchmark=benchmark,
-        interrupted=interrupted,
-        progress=progress,
-        runtimes=runtimes,
-        thresholds=thresholds,
-    )
+        warnings.warn("kws.train.run is kws.pipeline.run now", DeprecationWarning, stacklevel=2)
+        return pipeline.run
+    raise AttributeError(f"module 'kws.train' has no attribute {name!r}")

@@ -105,7 +105,8 @@ def tiny_run(
     test12: Path,
 ) -> Path:
     """A short real training run (LSTM, few epochs, audio + images + negatives): its run folder."""
-    from kws.train import TrainConfig, run
+    from kws.pipeline import run
+    from kws.train import TrainConfig
 
     out = tmp_path_factory.mktemp("tiny_run")
     config = TrainConfig(

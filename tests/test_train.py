@@ -120,7 +120,8 @@ def test_eval_cli_on_both_layouts(
 
 def test_refuses_to_overwrite_a_run(tiny_run: Path, small_speech_commands: Path) -> None:
     from kws.errors import KwsError
-    from kws.train import TrainConfig, run
+    from kws.pipeline import run
+    from kws.train import TrainConfig
 
     with pytest.raises(KwsError, match="use --resume"):
         run(TrainConfig(data=str(small_speech_commands), epochs=1), tiny_run, progress=False)
@@ -140,7 +141,8 @@ def test_fine_tuning_continues_a_finished_run_or_says_why_not(
     import json
 
     from kws.errors import KwsError
-    from kws.train import TrainConfig, run
+    from kws.pipeline import run
+    from kws.train import TrainConfig
 
     c = report["config"]
     base = TrainConfig(
@@ -153,6 +155,7 @@ def test_fine_tuning_continues_a_finished_run_or_says_why_not(
         patience=c["patience"],
         calibration_clips=c["calibration_clips"],
         unknown_weight=3.0,  # what fine-tuning changes
+        sequence_clips=2,  # from a clip model's checkpoint to sequence training, and back to clip models
         finetune_from=str(tiny_run),
     )
     for change, message in [
@@ -165,13 +168,15 @@ def test_fine_tuning_continues_a_finished_run_or_says_why_not(
             run(dataclasses.replace(base, **change), tmp_path / "refused", progress=False, tune_minutes=0)
     out = run(base, tmp_path / "tuned", progress=False, tune_minutes=0, runtimes=("litert",))
     # One more epoch from the finished run's last checkpoint, chosen anew.
-    assert [h["epoch"] for h in out["training"]["history"]] == [c["epochs"] + 1]
-    assert out["training"]["best_epoch"] == c["epochs"] + 1 and not out["interrupted"]
-    assert json.loads((tmp_path / "tuned" / "report.json").read_text())["config"]["finetune_from"] == str(
-        tiny_run
-    )
-    assert out["accuracy"]["validation"]["int8 litert"] > 0.2  # still a trained model, not a fresh one
-    assert out["frontend"] == report["frontend"]
+    assert [h["epoch"] for h in out.state.history] == [c["epochs"] + 1]
+    assert out.state.best_epoch == c["epochs"] + 1 and not out.interrupted
+    written = json.loads((tmp_path / "tuned" / "report.json").read_text())
+    assert written == json.loads(json.dumps(out.to_dict()))  # the report returned is the one written
+    assert written["config"]["finetune_from"] == str(tiny_run)
+    assert out.accuracy["validation"]["int8 litert"] > 0.2  # still a trained model, not a fresh one
+    assert out.frontend.to_dict() == report["frontend"]
+    with pytest.warns(DeprecationWarning, match="use its attributes"):
+        assert out["interrupted"] is False  # the dict-style access of kws 0.1, deprecated
 
 
 def train_command(data: Path, out: Path, epochs: int) -> list[str]:
@@ -312,3 +317,43 @@ def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
     extended = augmented_features(data, config, epoch=1, hard=data.mining[:5])
     assert len(base) == len(data.train_y) and len(extended) == len(base) + 5
     np.testing.assert_array_equal(extended[: len(base)], base)  # the usual examples are unchanged
+
+
+def test_sequences_join_examples_and_weigh_each_frame() -> None:
+    from kws.train import sequences
+
+    rng = np.random.default_rng(0)
+    n, frames, settle = 7, 10, 3
+    x = np.arange(n)[:, None, None] * np.ones((n, frames, 2))  # every frame holds its example's index
+    y = np.array([2, 1, 0, 3, 2, 1, 3])  # labels 0 and 1 are silence and unknown
+    weights = np.array([0.5, 4.0, 1.0, 2.0])
+    xs, ys, ws = sequences(x, y, weights, [0, 1], 3, settle, rng)
+    assert xs.shape == (2, 30, 2) and ys.shape == ws.shape == (2, 30)  # the 7th example sits out
+    seen = []
+    for s in range(2):
+        for k in range(3):
+            part = slice(k * frames, (k + 1) * frames)
+            example = int(xs[s, part][0, 0])
+            seen.append(example)
+            assert np.all(xs[s, part] == example) and np.all(ys[s, part] == y[example])
+            w = ws[s, part]
+            assert w[-1] == weights[y[example]]  # every example: its label's weight at its last frame
+            if y[example] in (0, 1):  # silence and unknown: also every frame after the settling time
+                assert np.all(w[:settle] == 0) and np.all(w[settle:-1] > 0)
+                assert w[settle:-1].sum() == pytest.approx(weights[y[example]])
+            else:
+                assert np.all(w[:-1] == 0)
+    assert len(set(seen)) == 6
+
+
+def test_a_sequence_model_shares_the_clip_models_weights_and_outputs() -> None:
+    from kws.model import build, copy_weights
+
+    clip = build("lstm", 5, 20, 10, units=8)
+    sequence = copy_weights(clip, build("lstm", 5, 20, 10, units=8, sequences=True))
+    x = np.random.default_rng(1).normal(size=(3, 20, 10)).astype(np.float32)
+    every_frame = sequence.predict(x, verbose=0)
+    assert every_frame.shape == (3, 20, 5)
+    np.testing.assert_allclose(every_frame[:, -1], clip.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="only recurrent models"):
+        build("dscnn", 5, 20, 10, sequences=True)

@@ -37,19 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from kws import board
+from kws.artifact import RUN_FILES
 from kws.bench import false_alarm_figures
 from kws.bundled import MODELS, MODELS_DIR, stored_firmware_figures
 from kws.data import negative_files
 from kws.evaluate import false_accepts
 from kws.fileio import write_text_atomic
+from kws.pipeline import run
 from kws.runtime import load_runner
 from kws.stream import Detector
 from kws.streameval import NEGATIVE_SNRS, build_negative_stream, build_stream, tune_model
-from kws.train import TrainConfig, run
+from kws.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared/data"
-RUN_FILES = {"int8": "int8.tflite", "int8_step": "int8_step.tflite", "float": "float.tflite"}
 TRAINING_NEGATIVES = ("alexa", "computer", "snowboy")
 MEASURING_NEGATIVES = "jarvis"  # never trained or tuned on
 FIRMWARE_COMMAND = (

@@ -1,0 +1,133 @@
+"""``kws train`` from start to end, one way: each stage takes the previous one's output in
+memory, and each file is written once.
+
+    data -> fit (kws.train) -> convert (kws.convert) -> tune thresholds (kws.streameval)
+         -> write the model files -> measure and write the report (kws.report)
+
+Needs TensorFlow (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kws.artifact import KERAS_FILE, RUN_FILES
+from kws.convert import convert_models, save_keras
+from kws.errors import KwsError
+from kws.fileio import write_bytes_atomic, write_text_atomic
+from kws.report import TrainReport, measure, write_report
+from kws.runtime import runner_from_bytes
+from kws.streameval import DEFAULT_TARGET_FA, tune_detector, tuned
+from kws.train import (
+    CHECKPOINT_DIR,
+    TrainConfig,
+    calibration_set,
+    check_finetune_source,
+    check_resume,
+    fit,
+    model_info,
+    prepare_data,
+)
+
+
+def run(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    benchmark: str | Path | None = None,
+    progress: bool = True,
+    runtimes: Sequence[str] = ("litert", "tflm"),
+    tune_minutes: float = 30.0,
+    target_false_alarms_per_hour: float = DEFAULT_TARGET_FA,
+) -> TrainReport:
+    """Train, convert, tune, and write every model file and the report into ``run_dir``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : path
+        Output folder (created).
+    resume : bool
+        Continue from ``run_dir/checkpoint`` (same settings; ``epochs`` may grow).
+    benchmark : path or None
+        A data folder (e.g. the 12-class test set) to report every accuracy on as well.
+    progress : bool
+        Progress bars and per-epoch lines on stderr.
+    runtimes : sequence of str
+        Runtimes to evaluate the int8 models in for the report.
+    tune_minutes : float
+        Length of the validation stream the int8 models' streaming thresholds are tuned
+        on (0: no tuning; the detector then uses its default threshold).
+    target_false_alarms_per_hour : float
+        What the thresholds are tuned for, all keywords together.
+
+    Returns
+    -------
+    TrainReport
+        What ``report.json`` holds (:meth:`TrainReport.to_dict`).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        check_resume(config, run_dir)
+    elif (run_dir / CHECKPOINT_DIR).exists():
+        raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
+    source = check_finetune_source(config) if config.finetune_from is not None else None
+    data = prepare_data(config, progress=progress, normalised=source)
+    write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
+    model, state, interrupted = fit(config, data, run_dir, resume=resume, progress=progress)
+    info = model_info(config, data)
+    models = convert_models(
+        model, info, calibration_set(data, config), units=config.units, layers=config.layers
+    )
+
+    thresholds = {}
+    if interrupted and tune_minutes > 0:
+        print("interrupted: thresholds not tuned (run kws tune on the int8 files)", file=sys.stderr)
+    elif tune_minutes > 0:
+        negatives = config.negatives if "negatives" in data.val_sources else ()  # none held out: none
+        for key in ("int8", "int8_step"):
+            if key not in models:
+                continue
+            name = RUN_FILES[key]
+            if progress:
+                print(
+                    f"tuning the thresholds of {name} on {tune_minutes:g} min of validation stream"
+                    + (" and the held-out negatives" if negatives else ""),
+                    file=sys.stderr,
+                )
+            runner = runner_from_bytes(models[key], run_dir / name)
+            settings, tuning = tune_detector(
+                runner,
+                config.data,
+                target_false_alarms_per_hour=target_false_alarms_per_hour,
+                negatives=negatives,
+                minutes=tune_minutes,
+            )
+            models[key] = tuned(runner, settings, tuning)
+            thresholds[name] = {**tuning, "thresholds": settings.thresholds}
+
+    save_keras(model, run_dir / KERAS_FILE, info.with_kind("clip"))
+    for key, data_bytes in models.items():
+        write_bytes_atomic(run_dir / RUN_FILES[key], data_bytes)
+    sizes = {KERAS_FILE: (run_dir / KERAS_FILE).stat().st_size}
+    sizes |= {RUN_FILES[key]: len(b) for key, b in models.items()}
+    report = measure(
+        run_dir,
+        config,
+        state,
+        models,
+        model,
+        data,
+        benchmark=benchmark,
+        interrupted=interrupted,
+        progress=progress,
+        runtimes=runtimes,
+        thresholds=thresholds,
+        sizes=sizes,
+    )
+    write_report(report)
+    return report
