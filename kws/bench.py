@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kws.data import negative_files
+from kws.data import keywords_of, negative_files
 from kws.errors import KwsError
-from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, keywords_of, load_features
+from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, load_features
 from kws.features import StreamingFrontend
 from kws.footprint import model_cost, tflm_arena_bytes
 from kws.runtime import Runner, load_runner

@@ -493,8 +493,7 @@ def measure(
     clips of ``data_dir`` (spread evenly over the split) and a ``minutes``-long stream of
     the split's clips (``kws bench``'s stream), compared with kws in Python (TFLM), both
     streaming with ``copies`` and ``reset_every`` (:class:`kws.stream.Detector`)."""
-    from kws.data import examples, load_example, scan
-    from kws.evaluate import keywords_of
+    from kws.data import examples, keywords_of, load_example, scan
     from kws.export import export
     from kws.features import clip_features
     from kws.runtime import load_runner

@@ -77,6 +77,13 @@ def labels_for(keywords: Sequence[str] = DEFAULT_KEYWORDS) -> list[str]:
     return [SILENCE, UNKNOWN, *keywords]
 
 
+def keywords_of(labels: Sequence[str]) -> list[str]:
+    """The keywords of a model's label list (``_silence_``, ``_unknown_``, keywords...)."""
+    if list(labels[:2]) != [SILENCE, UNKNOWN]:
+        raise DataError(f"label list must start with {SILENCE}, {UNKNOWN}; got {list(labels)}")
+    return list(labels[2:])
+
+
 def speaker_of(path: Path) -> str | None:
     """The speaker id in ``<speaker>_nohash_<n>.wav`` or ``<word>_<speaker>_nohash_<n>.wav``."""
     m = _SPEAKER_RE.search(path.stem)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.audio import load_audio
-from kws.data import SILENCE, UNKNOWN, examples, load_example, negative_files, scan
+from kws.data import examples, keywords_of, load_example, negative_files, scan
 from kws.errors import DataError
 from kws.features import FrontendConfig, clip_features
 from kws.runtime import Runner
@@ -30,13 +30,6 @@ class LabelledFeatures:
     labels: np.ndarray  # (n,) index into the label list
     label_names: tuple[str, ...]
     source: str  # "<folder> (<split>)", for reports
-
-
-def keywords_of(labels: Sequence[str]) -> list[str]:
-    """The keywords of a model's label list (``_silence_``, ``_unknown_``, keywords...)."""
-    if list(labels[:2]) != [SILENCE, UNKNOWN]:
-        raise DataError(f"label list must start with {SILENCE}, {UNKNOWN}; got {list(labels)}")
-    return list(labels[2:])
 
 
 def load_features(
@@ -56,7 +49,7 @@ def load_features(
     split : str
         ``train``, ``validation`` or ``test`` (the 12-class layout is all ``test``).
     labels : sequence of str
-        The model's labels; keywords are ``labels[2:]``.
+        The model's labels (:func:`kws.data.keywords_of` gives its keywords).
     frontend : FrontendConfig
         The model's front-end (with its normalisation).
     progress : bool
@@ -221,7 +214,7 @@ class FalseAccepts:
 
     def to_dict(self) -> dict[str, Any]:
         low, high = wilson_interval(self.count, len(self.top))
-        keywords = self.label_names[2:]
+        keywords = keywords_of(self.label_names)
         return {
             "windows": len(self.top),
             "minutes": self.minutes,

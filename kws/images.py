@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from kws.data import BACKGROUND_DIR, SILENCE, UNKNOWN, speaker_of, which_set
+from kws.data import BACKGROUND_DIR, SILENCE, UNKNOWN, keywords_of, speaker_of, which_set
 from kws.errors import DataError
 from kws.features import FRONTENDS, PIXEL_MAX, FrontendConfig, clip_log_mel, log_mel_to_cepstra, normalise
 
@@ -95,7 +95,7 @@ class ImageSet:
 def _label_of(word: str, labels: Sequence[str]) -> int:
     if word == BACKGROUND_DIR:
         return list(labels).index(SILENCE)
-    return list(labels).index(word) if word in labels[2:] else list(labels).index(UNKNOWN)
+    return list(labels).index(word) if word in keywords_of(labels) else list(labels).index(UNKNOWN)
 
 
 def _split_of(word: str, name: str) -> str:

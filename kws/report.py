@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kws.artifact import RUN_FILES, tflite_ops
+from kws.data import keywords_of
 from kws.evaluate import EvalResult, LabelledFeatures, agreement, evaluate, load_features
 from kws.features import FrontendConfig
 from kws.fileio import atomic_path, write_text_atomic
@@ -213,7 +214,7 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["**Interrupted**: models exported from the best epoch reached.", ""]
     t = report["training"]
     lines += [
-        f"- data: `{report['config']['data']}`; keywords: {', '.join(report['labels'][2:])}",
+        f"- data: `{report['config']['data']}`; keywords: {', '.join(keywords_of(report['labels']))}",
         f"- epochs: {t['epochs']} (best {t['best_epoch']}, validation accuracy {t['best_val_accuracy']:.2%}); "
         f"training time {t['seconds'] / 60:.1f} min",
         f"- parameters: {report['params']:,}",

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from kws.artifact import DetectorConfig, ModelInfo
+from kws.data import keywords_of
 from kws.features import StreamingFrontend
 from kws.runtime import Runner
 
@@ -139,10 +140,11 @@ class PosteriorSmoother:
         if window < 1:
             raise ValueError("the smoothing window needs at least one posterior")
         self.labels = labels
-        per_label = thresholds if isinstance(thresholds, Mapping) else dict.fromkeys(labels[2:], thresholds)
+        keywords = keywords_of(labels)
+        per_label = thresholds if isinstance(thresholds, Mapping) else dict.fromkeys(keywords, thresholds)
         # Silence and unknown never fire: a threshold above any probability.
         configured = [per_label.get(label, DEFAULT_THRESHOLD) for label in labels]
-        self._keyword_thresholds = dict(zip(labels[2:], map(float, configured[2:]), strict=True))
+        self._keyword_thresholds = dict(zip(keywords, map(float, configured[2:]), strict=True))
         self.thresholds = np.array(configured, dtype=np.float32)
         self.thresholds[:2] = np.inf
         self.rearm_levels = self.thresholds - np.float32(REARM_MARGIN)

@@ -34,12 +34,12 @@ from kws.data import (
     Example,
     examples,
     held_out_negative,
+    keywords_of,
     load_example,
     negative_files,
     scan,
 )
 from kws.errors import DataError
-from kws.evaluate import keywords_of
 from kws.fileio import write_bytes_atomic
 from kws.runtime import Runner, load_runner
 from kws.stream import Detection, Detector, PosteriorSmoother, moving_average

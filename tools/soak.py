@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kws.bundled import bundled_model
-from kws.data import negative_files
+from kws.data import keywords_of, negative_files
 from kws.runtime import load_runner
 from kws.stream import Detector
 from kws.streameval import Word, build_negative_stream, build_stream, score
@@ -44,7 +44,7 @@ def segment(
     """Half ``minutes`` of keyword stream, then negative recordings for the other half."""
     keywords, keyword_words = build_stream(data, labels, minutes=minutes / 2, seed=0)
     negative, negative_words = build_negative_stream(
-        negative_files(negatives, labels[2:]), data, labels, seed=0
+        negative_files(negatives, keywords_of(labels)), data, labels, seed=0
     )
     cut = int(minutes / 2 * 60 * sample_rate)
     shift = len(keywords) / sample_rate
