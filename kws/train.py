@@ -106,7 +106,9 @@ class TrainConfig:
         alone from a zero state). Each example's label is trained on at its last frame
         and, for ``_unknown_`` and ``_silence_``, at every frame from
         :data:`SEQUENCE_SETTLE_S` into it as well: nothing may fire anywhere in other
-        speech, whatever came before.
+        speech, whatever came before. The files written are the same clip and step
+        models; fine-tuning a run of the other kind keeps its weights and starts a new
+        optimiser state.
     finetune_from : str or None
         A finished run folder to continue from: its last checkpoint (weights, optimiser
         state, epoch count) trained on with these settings up to ``epochs`` on the same
@@ -401,6 +403,8 @@ def sequences(
         their weight is spread over those frames.
     clips : int
         Examples a sequence; the ``n % clips`` left over sit this epoch out.
+    settle_frames : int
+        Frames into a ``negative_labels`` example before its label is trained on.
     rng : np.random.Generator
 
     Returns
