@@ -157,6 +157,13 @@ class TrainConfig:
     frontend: FrontendConfig = FRONTENDS["logmel_image"]
     calibration_clips: int = 300
 
+    def __post_init__(self) -> None:
+        if self.sequence_clips < 1 or (self.sequence_clips > 1 and self.arch not in RECURRENT):
+            raise KwsError(
+                f"sequence_clips {self.sequence_clips}: at least 1, and above 1 only for a recurrent "
+                f"model ({', '.join(RECURRENT)}), not {self.arch}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["keywords"] = list(self.keywords)
@@ -500,10 +507,6 @@ def fit(
     ckpt = run_dir / CHECKPOINT_DIR
     keras.utils.set_random_seed(config.seed)
     use_sequences = config.sequence_clips > 1
-    if use_sequences and config.arch not in RECURRENT:
-        raise KwsError(
-            f"--sequence-clips needs a recurrent model ({', '.join(RECURRENT)}), not {config.arch}"
-        )
 
     def fresh(sequence_model: bool) -> keras.Model:
         model = build(

@@ -163,6 +163,7 @@ def test_fine_tuning_continues_a_finished_run_or_says_why_not(
         ({"epochs": c["epochs"]}, "already trained"),
         ({"frontend": dataclasses.replace(base.frontend, n_mfcc=13)}, "trained on another front-end"),
         ({"finetune_from": str(tmp_path)}, "not a finished kws train run"),
+        ({"arch": "dscnn"}, "above 1 only for a recurrent model"),  # sequence_clips 2 is the base's
     ]:
         with pytest.raises(KwsError, match=message):
             run(dataclasses.replace(base, **change), tmp_path / "refused", progress=False, tune_minutes=0)
