@@ -33,17 +33,8 @@ from kws.features import StreamingFrontend
 from kws.footprint import model_cost, tflm_arena_bytes
 from kws.runtime import Runner, load_runner
 from kws.stream import Detector
-from kws.streameval import (
-    NEGATIVE_SNRS,
-    Word,
-    build_negative_stream,
-    build_stream,
-    det_curve,
-    lower_envelope,
-    record,
-    replay,
-    score,
-)
+from kws.streameval import NEGATIVE_SNRS, det_curve, lower_envelope, record, replay, score
+from kws.streams import Word, build_negative_stream, build_stream
 
 # A stream's audio and its ground truth.
 Stream = tuple[np.ndarray, list[Word]]

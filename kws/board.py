@@ -498,7 +498,7 @@ def measure(
     from kws.features import clip_features
     from kws.runtime import load_runner
     from kws.stream import Detector, detect
-    from kws.streameval import build_stream
+    from kws.streams import build_stream
 
     # TFLM's reference kernels in Python: the arithmetic the firmware's kernels reproduce
     # bit for bit (LiteRT's LSTM rounds differently: about 2% of outputs a step or more apart).

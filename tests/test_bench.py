@@ -21,7 +21,8 @@ from kws.data import negative_files
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
-from kws.streameval import build_negative_stream, build_stream, poisson_upper, score
+from kws.streameval import poisson_upper, score
+from kws.streams import build_negative_stream, build_stream
 
 
 @pytest.fixture(scope="module")

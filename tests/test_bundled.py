@@ -16,7 +16,7 @@ from kws.data import negative_files
 from kws.evaluate import agreement, evaluate, false_accepts, load_features
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
-from kws.streameval import build_negative_stream
+from kws.streams import build_negative_stream
 
 CARD = json.loads((MODELS_DIR / "card.json").read_text())
 

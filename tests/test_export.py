@@ -24,7 +24,7 @@ from kws.export import ExportError, ExportSummary, export, format_summary, op_re
 from kws.features import FRONTENDS, features, fit_clip, fit_normalisation, frame_count
 from kws.runtime import load_runner, quantize
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY, Detection, Detector, PosteriorSmoother, detect
-from kws.streameval import build_stream
+from kws.streams import build_stream
 
 HARNESS = Path(__file__).parent / "firmware"
 HOST_CC = ["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]

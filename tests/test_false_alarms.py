@@ -15,18 +15,8 @@ from kws.data import DataWarning, held_out_negative, negative_files
 from kws.errors import DataError
 from kws.runtime import load_runner
 from kws.stream import Detector, detect
-from kws.streameval import (
-    THRESHOLD_GRID,
-    Word,
-    build_negative_stream,
-    build_stream,
-    false_alarms,
-    poisson_upper,
-    record,
-    replay,
-    score,
-    tune_model,
-)
+from kws.streameval import THRESHOLD_GRID, false_alarms, poisson_upper, record, replay, score, tune_model
+from kws.streams import Word, build_negative_stream, build_stream
 
 SR = 16000
 

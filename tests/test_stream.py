@@ -18,17 +18,8 @@ from kws.bundled import bundled_model
 from kws.features import clip_features
 from kws.runtime import load_runner
 from kws.stream import Detection, Detector, DetectorConfig, PosteriorSmoother, detect
-from kws.streameval import (
-    THRESHOLD_GRID,
-    TuningWarning,
-    Word,
-    build_stream,
-    record,
-    replay,
-    score,
-    tune_model,
-    tune_thresholds,
-)
+from kws.streameval import THRESHOLD_GRID, TuningWarning, record, replay, score, tune_model, tune_thresholds
+from kws.streams import Word, build_stream
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kws.runtime import load_runner
 from kws.stream import Detector
-from kws.streameval import build_stream, record, replay, score, tune_thresholds
+from kws.streameval import record, replay, score, tune_thresholds
+from kws.streams import build_stream
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 

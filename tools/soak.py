@@ -25,7 +25,8 @@ from kws.bundled import bundled_model
 from kws.data import keywords_of, negative_files
 from kws.runtime import load_runner
 from kws.stream import Detector
-from kws.streameval import Word, build_negative_stream, build_stream, score
+from kws.streameval import score
+from kws.streams import Word, build_negative_stream, build_stream
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -46,7 +46,8 @@ from kws.fileio import write_text_atomic
 from kws.pipeline import run
 from kws.runtime import load_runner
 from kws.stream import Detector
-from kws.streameval import NEGATIVE_SNRS, build_negative_stream, build_stream, tune_model
+from kws.streameval import NEGATIVE_SNRS, tune_model
+from kws.streams import build_negative_stream, build_stream
 from kws.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
