@@ -7,9 +7,12 @@ channel, another sample rate, 8-bit samples) is converted, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,32 @@ class AudioInfo:
 MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 384000
 MAX_CHANNELS = 64
+
+
+@contextlib.contextmanager
+def _interrupts_kept() -> Iterator[None]:
+    """Raise a Ctrl-C (or SIGTERM) that arrived inside libsndfile's read callbacks after the call.
+
+    soundfile reads an open file through cffi callbacks, and cffi prints and drops an
+    exception raised in a callback: the interrupt was lost and the read failed as "cannot
+    decode audio" on a good file (seen once in five SIGTERMs 5 s into ``kws bench``).
+    """
+    caught: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            caught.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        if caught:
+            raise caught[0]
 
 
 def _wav_truncation(path: Path, file_size: int) -> str | None:
@@ -101,7 +130,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     try:
         # Opened here, not by name: libsndfile takes names as UTF-8 only, and a file's
         # name need not be (Python keeps such bytes as surrogates).
-        with path.open("rb") as f:
+        with path.open("rb") as f, _interrupts_kept():
             info = sf.info(f)
     except OSError as e:
         raise AudioError(f"{path}: cannot be read ({e.strerror or e})") from None
@@ -169,7 +198,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_R
     """
     info = probe(path)
     try:
-        with info.path.open("rb") as f:
+        with info.path.open("rb") as f, _interrupts_kept():
             audio, rate = sf.read(f, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{info.path}: cannot decode audio ({e})") from None

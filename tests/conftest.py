@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from helpers import make_tar_gz
 
+# Fixtures that train a model: every test using one is marked `training`.
+TRAINING_FIXTURES = {"tiny_run"}
 SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.training)
 
 
 def _shared(name: str) -> Path:

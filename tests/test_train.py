@@ -200,6 +200,7 @@ def train_command(data: Path, out: Path, epochs: int) -> list[str]:
     ]
 
 
+@pytest.mark.training
 def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     small_speech_commands: Path, tmp_path: Path
 ) -> None:
