@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from kws.download import extract_tar
+from kws.download import DownloadError, extract_tar
 from kws.errors import KwsError
 from kws.features import FrontendConfig, clip_layout, frame_count
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY
@@ -156,7 +156,11 @@ def tflm_tree(source: str | os.PathLike[str]) -> Path:
         target = cache_dir() / f"tflm-src-{digest}"
         if not target.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
-            extract_tar(path, target)
+            try:
+                extract_tar(path, target)
+            except DownloadError:
+                if not target.is_dir():  # else another process extracted it first
+                    raise
         tops = [p for p in target.iterdir() if p.is_dir()]
         tree = tops[0] if len(tops) == 1 and not (target / "tensorflow").is_dir() else target
     else:
@@ -189,6 +193,7 @@ def _compile(toolchain: Toolchain, source: Path, obj: Path, flags: Sequence[str]
         return
     obj.parent.mkdir(parents=True, exist_ok=True)
     cxx = source.suffix == ".cc"
+    tmp = f"{obj}.{os.getpid()}.tmp"  # the cache may be filled by several processes at once
     command = [
         toolchain.cxx if cxx else toolchain.cc,
         *toolchain.arch,
@@ -198,14 +203,14 @@ def _compile(toolchain: Toolchain, source: Path, obj: Path, flags: Sequence[str]
         "-c",
         str(source),
         "-o",
-        f"{obj}.tmp",
+        tmp,
     ]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
         raise BoardError(
             f"{source.name} does not compile for {toolchain.name}:\n{run.stderr.strip()[-3000:]}"
         )
-    os.replace(f"{obj}.tmp", obj)
+    os.replace(tmp, obj)
 
 
 def _compile_all(toolchain: Toolchain, jobs: Sequence[tuple[Path, Path, Sequence[str]]]) -> None:
@@ -247,8 +252,10 @@ def tflm_library(tree: Path, toolchain: Toolchain, *, strip_errors: bool = False
     ]
     _compile_all(toolchain, jobs)
     if not library.exists() or any(obj.stat().st_mtime > library.stat().st_mtime for _, obj, _ in jobs):
-        library.unlink(missing_ok=True)
-        subprocess.run([toolchain.ar, "rcs", str(library), *(str(obj) for _, obj, _ in jobs)], check=True)
+        tmp = library.with_name(f"libtflm.{os.getpid()}.a")
+        tmp.unlink(missing_ok=True)
+        subprocess.run([toolchain.ar, "rcs", str(tmp), *(str(obj) for _, obj, _ in jobs)], check=True)
+        os.replace(tmp, library)
     return library
 
 

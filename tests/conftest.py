@@ -14,10 +14,37 @@ TRAINING_FIXTURES = {"tiny_run"}
 SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {}
     for item in items:
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        info = getattr(item, "_fixtureinfo", None)
+        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values()} if info else set()
+        # pytest-xdist (--dist loadgroup): the tests sharing a costly fixture run in one worker,
+        # which builds it once; the others are spread over every worker.
+        if TRAINING_FIXTURES & names:
             item.add_marker(pytest.mark.training)
+            item.add_marker(pytest.mark.xdist_group("training"))
+            rank[item.nodeid] = 0
+        elif "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            rank[item.nodeid] = 1
+        else:
+            rank[item.nodeid] = 1 if item.get_closest_marker("training") else 2
+    # Longest first (the training run, then the shared fixtures and other trainings), the
+    # short tests last to fill the gaps: the whole run ends sooner on few cores.
+    items.sort(key=lambda item: rank[item.nodeid])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Lines a test recorded for the log (``record_property("log", ...)``), pass or fail, with or
+    without pytest-xdist (whose workers' output is not shown)."""
+    for stat in ("passed", "failed"):
+        for report in terminalreporter.stats.get(stat, []):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "log" and report.when == "call":
+                    terminalreporter.write_line(f"{report.nodeid}: {value}")
 
 
 def _shared(name: str) -> Path:

@@ -24,6 +24,8 @@ from kws.stream import Detector, detect
 from kws.streameval import poisson_upper, score
 from kws.streams import build_negative_stream, build_stream
 
+pytestmark = pytest.mark.system  # kws bench on the bundled models
+
 
 @pytest.fixture(scope="module")
 def small_test12(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path:

@@ -14,6 +14,8 @@ from kws import board
 from kws.bundled import bundled_model
 from kws.runtime import load_runner
 
+pytestmark = pytest.mark.system  # the firmware built and run on the emulated Cortex-M4F board and the host
+
 VENDOR = SHARED_DATA.parent / "vendor"
 # Issue 12's targets for the bundled default model: a quarter of a 64 MHz core at one
 # instruction per cycle, per 20-ms frame; the firmware alone in 160 KB of flash and 40 KB of RAM.

@@ -18,6 +18,8 @@ from kws.runtime import load_runner
 from kws.stream import Detector, detect
 from kws.streams import build_negative_stream
 
+pytestmark = pytest.mark.system  # the bundled models against the figures of their model cards
+
 CARD = json.loads((MODELS_DIR / "card.json").read_text())
 
 

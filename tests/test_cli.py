@@ -17,6 +17,8 @@ from kws.cli import main
 from kws.data import BACKGROUND_DIR
 from kws.errors import KwsError
 
+pytestmark = pytest.mark.system  # kws commands as a user types them, many in a process of their own
+
 
 def test_data_check_official_layout(speech_commands: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "check", str(speech_commands)]) == 0

@@ -24,6 +24,8 @@ from kws.microphone import MicrophoneError, listen
 from kws.runtime import load_runner
 from kws.stream import Detector
 
+pytestmark = pytest.mark.system  # the live microphone, through a virtual PulseAudio source in real time
+
 SINK = "kwsmic"
 GAP = 1.5  # seconds of silence between clips
 

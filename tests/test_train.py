@@ -226,14 +226,20 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     assert report["interrupted"] and report["training"]["epochs"] == epochs
     runner = load_runner(out / "int8.tflite", require_int8=True)
     assert runner.run_clip(np.zeros((49, 10), dtype=np.float32)).shape == (12,)
-    # Resuming continues from the checkpoint, not from scratch.
-    subprocess.run(
-        [*train_command(small_speech_commands, out, epochs + 1), "--resume", "--quiet"],
-        check=True,
-        capture_output=True,
+    from kws.train import TrainConfig, check_resume, fit, prepare_data
+
+    # Resuming (the command's settings, one epoch more) continues from the checkpoint, not from
+    # scratch; training alone, in this process (conversion and report are covered above).
+    config = TrainConfig(data=str(small_speech_commands), epochs=epochs + 1, units=16)
+    check_resume(config, out)
+    _, resumed, interrupted = fit(
+        config, prepare_data(config, progress=False), out, resume=True, progress=False
     )
     history = json.loads(state.read_text())["history"]
-    assert [h["epoch"] for h in history] == list(range(1, epochs + 2))
+    assert (
+        [h["epoch"] for h in history] == [h["epoch"] for h in resumed.history] == list(range(1, epochs + 2))
+    )
+    assert not interrupted
 
 
 def test_run_trains_on_images_audio_and_negatives(tiny_run: Path, report: dict) -> None:

@@ -175,7 +175,8 @@ def test_canary_tflm_crashes_on_what_the_verifier_refuses(tmp_path: Path) -> Non
     assert result.returncode < 0, f"TFLM now survives this model (exit {result.returncode}): drop this canary"
 
 
-def test_fuzzing_the_bundled_models_crashes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.system
+def test_fuzzing_the_bundled_models_crashes_nothing(record_property: Callable[[str, object], None]) -> None:
     """At least 3,000 byte mutations over both int8 LSTM files and both runtimes (about a minute)."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "fuzz_models.py"), "--mutations", "3000", "--json"],
@@ -185,14 +186,14 @@ def test_fuzzing_the_bundled_models_crashes_nothing(capsys: pytest.CaptureFixtur
         check=False,
     )
     report = json.loads(result.stdout)
-    with capsys.disabled():  # the counts go into the CI log, pass or fail
-        total = report["total"]
-        print(
-            f"\nfuzzing: {report['mutations']} mutations in {report['seconds']} s: {total['refused']} refused "
-            f"before an interpreter, reached LiteRT {report['reached']['litert']} and TFLM "
-            f"{report['reached']['tflm']} ({total['error']} clean errors, {total['ran']} ran); "
-            f"{total['crash']} crashes, {total['hang']} hangs, {total['traceback']} tracebacks"
-        )
+    total = report["total"]
+    record_property(  # the counts go into the CI log, pass or fail (conftest's terminal summary)
+        "log",
+        f"fuzzing: {report['mutations']} mutations in {report['seconds']} s: {total['refused']} refused "
+        f"before an interpreter, reached LiteRT {report['reached']['litert']} and TFLM "
+        f"{report['reached']['tflm']} ({total['error']} clean errors, {total['ran']} ran); "
+        f"{total['crash']} crashes, {total['hang']} hangs, {total['traceback']} tracebacks",
+    )
     assert report["defects"] == [] and result.returncode == 0
     assert report["total"]["crash"] == report["total"]["hang"] == report["total"]["traceback"] == 0
     assert sum(report["total"].values()) == 3000
