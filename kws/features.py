@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -480,22 +481,34 @@ def clip_features(audio: np.ndarray, config: FrontendConfig) -> np.ndarray:
     return normalise(log_mel_to_cepstra(clip_log_mel(audio, config), config), config)
 
 
-def fit_normalisation(cepstra: np.ndarray, config: FrontendConfig) -> FrontendConfig:
+def fit_normalisation(cepstra: np.ndarray | Iterable[np.ndarray], config: FrontendConfig) -> FrontendConfig:
     """Measure per-coefficient mean and std over raw cepstra and return the fitted config.
 
     Parameters
     ----------
-    cepstra : np.ndarray, shape (..., n_mfcc)
-        Raw features of the training set (from an unfitted config).
+    cepstra : np.ndarray of shape (..., n_mfcc), or an iterable of them
+        Raw features of the training set (from an unfitted config). Given in chunks, only
+        one chunk is held at a time (the statistics are combined exactly, Chan et al.'s
+        pairwise update), so a data set of any size can be measured.
     config : FrontendConfig
         The config they were computed with; must not be fitted already.
     """
     if config.normalised:
         raise FrontendError("config is already normalised; fit on raw cepstra from an unfitted config")
-    flat = np.asarray(cepstra, dtype=np.float64).reshape(-1, config.n_mfcc)
-    if len(flat) < 2:
+    count, mean, m2 = 0, np.zeros(config.n_mfcc), np.zeros(config.n_mfcc)  # m2: summed squared deviations
+    for chunk in [cepstra] if isinstance(cepstra, np.ndarray) else cepstra:
+        flat = np.asarray(chunk, dtype=np.float64).reshape(-1, config.n_mfcc)
+        if not len(flat):
+            continue
+        chunk_mean = flat.mean(axis=0)
+        delta = chunk_mean - mean
+        total = count + len(flat)
+        m2 += ((flat - chunk_mean) ** 2).sum(axis=0) + delta**2 * count * len(flat) / total
+        mean += delta * len(flat) / total
+        count = total
+    if count < 2:
         raise FrontendError("need at least two frames to measure normalisation")
-    return config.with_normalisation(flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-6))
+    return config.with_normalisation(mean, np.maximum(np.sqrt(m2 / count), 1e-6))
 
 
 class StreamingFrontend:

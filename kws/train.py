@@ -241,9 +241,9 @@ def prepare_data(
         chosen = examples(index, split, config.keywords, clip_samples=n, seed=config.seed)
         if not chosen:
             raise KwsError(f"{config.data}: no {split} clips")
-        audio = np.stack(
-            [load_example(e, n) for e in tqdm(chosen, desc=f"read {split}", disable=not progress)]
-        )
+        audio = np.empty((len(chosen), n), dtype=np.float32)  # filled in place: one copy in memory
+        for i, e in enumerate(tqdm(chosen, desc=f"read {split}", disable=not progress)):
+            audio[i] = load_example(e, n)
         return audio, np.array([labels.index(e.label) for e in chosen])
 
     train_audio, train_y = read("train")
@@ -272,14 +272,9 @@ def prepare_data(
     if normalised is not None:
         frontend = normalised
     else:  # normalisation from un-augmented training features of every source
-        raw = [clip_log_mel(a, frontend) for a in train_audio]
-        raw += [clip_log_mel(a[:n], frontend) for a in negatives]
-        if images is not None:
-            sample = np.random.default_rng(config.seed).permutation(len(images.labels))[:5000]
-            raw += list(
-                images.pixels[sample, :: row_step(frontend)].astype(np.float64)[:, : frontend.clip_frames]
-            )
-        frontend = fit_normalisation(log_mel_to_cepstra(np.stack(raw), frontend), frontend)
+        frontend = fit_normalisation(
+            _raw_cepstra(train_audio, negatives, images, frontend, config.seed), frontend
+        )
 
     val_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
     if val_images is not None:
@@ -318,6 +313,28 @@ def prepare_data(
         mining,
         mining_x,
     )
+
+
+def _raw_cepstra(
+    audio: np.ndarray,
+    negatives: Sequence[np.ndarray],
+    images: ImageSet | None,
+    frontend: FrontendConfig,
+    seed: int,
+    chunk: int = 1024,
+) -> Iterator[np.ndarray]:
+    """Un-augmented cepstra of every training clip, each negative's first second and a seeded
+    5,000 of the images, ``chunk`` clips at a time (the normalisation is measured on them)."""
+    n = frontend.clip_samples
+    clips = [*audio, *(a[:n] for a in negatives)]
+    for start in range(0, len(clips), chunk):
+        log_mel = np.stack([clip_log_mel(a, frontend) for a in clips[start : start + chunk]])
+        yield log_mel_to_cepstra(log_mel, frontend)
+    if images is not None:
+        sample = np.random.default_rng(seed).permutation(len(images.labels))[:5000]
+        for start in range(0, len(sample), chunk):
+            rows = images.pixels[sample[start : start + chunk], :: row_step(frontend)]
+            yield log_mel_to_cepstra(rows.astype(np.float64)[:, : frontend.clip_frames], frontend)
 
 
 def _audio_example(
@@ -378,11 +395,15 @@ def augmented_features(
         for start in data.negative_starts(audio, rng):
             parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
     x = np.concatenate(parts)
-    usual = [mask_features(f, rng, config.augment) for f in x]
+    del parts  # one copy of the epoch's features at a time
+    for i, f in enumerate(x):
+        x[i] = mask_features(f, rng, config.augment)
+    if not hard:
+        return x
     # The mined windows draw from their own generator: mining leaves the usual examples as they are.
     rng = np.random.default_rng([config.seed, epoch, 1])
     mined = [_audio_example(data.negatives[i][start : start + n], data, rng, config) for i, start in hard]
-    return np.stack(usual + [mask_features(f, rng, config.augment) for f in mined])
+    return np.concatenate([x, np.stack([mask_features(f, rng, config.augment) for f in mined])])
 
 
 def sequences(

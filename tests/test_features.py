@@ -142,6 +142,19 @@ def test_normalisation_fit_centres_and_scales(clips: list[np.ndarray]) -> None:
         fit_normalisation(raw, fitted)
 
 
+def test_normalisation_fit_in_chunks_equals_the_fit_on_the_whole(clips: list[np.ndarray]) -> None:
+    raw = np.stack([clip_features(a, CONFIG) for a in clips[:-1]])
+    whole = fit_normalisation(raw, CONFIG)
+    # Chunks of unequal sizes (one empty, one a single frame) hold the statistics of the whole.
+    chunks = [raw[:3], raw[3:3], raw[3, :1], raw[3, 1:], raw[4:]]
+    chunked = fit_normalisation(iter(chunks), CONFIG)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(chunked.std, whole.std, rtol=1e-10)
+    np.testing.assert_allclose(whole.std, raw.reshape(-1, 10).astype(np.float64).std(axis=0), rtol=1e-10)
+    with pytest.raises(FrontendError, match="at least two frames"):
+        fit_normalisation(iter([raw[0, :1], raw[0, :0]]), CONFIG)
+
+
 def test_config_json_round_trip() -> None:
     fitted = CONFIG.with_normalisation(np.arange(10) * 0.5, np.arange(1, 11) * 0.25)
     back = FrontendConfig.from_json(fitted.to_json())
