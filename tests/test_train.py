@@ -226,20 +226,23 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     assert report["interrupted"] and report["training"]["epochs"] == epochs
     runner = load_runner(out / "int8.tflite", require_int8=True)
     assert runner.run_clip(np.zeros((49, 10), dtype=np.float32)).shape == (12,)
-    from kws.train import TrainConfig, check_resume, fit, prepare_data
+    from kws.pipeline import run
+    from kws.train import TrainConfig
 
-    # Resuming (the command's settings, one epoch more) continues from the checkpoint, not from
-    # scratch; training alone, in this process (conversion and report are covered above).
+    # `kws train --resume` with the command's settings and one epoch more continues from the
+    # checkpoint, not from scratch (in this process: no second TensorFlow start-up).
     config = TrainConfig(data=str(small_speech_commands), epochs=epochs + 1, units=16)
-    check_resume(config, out)
-    _, resumed, interrupted = fit(
-        config, prepare_data(config, progress=False), out, resume=True, progress=False
-    )
+    resumed = run(config, out, resume=True, progress=False, tune_minutes=0, runtimes=("litert",))
     history = json.loads(state.read_text())["history"]
     assert (
-        [h["epoch"] for h in history] == [h["epoch"] for h in resumed.history] == list(range(1, epochs + 2))
+        [h["epoch"] for h in history]
+        == [h["epoch"] for h in resumed.state.history]
+        == list(range(1, epochs + 2))
     )
-    assert not interrupted
+    assert (
+        not resumed.interrupted
+        and json.loads((out / "report.json").read_text())["training"]["epochs"] == epochs + 1
+    )
 
 
 def test_run_trains_on_images_audio_and_negatives(tiny_run: Path, report: dict) -> None:

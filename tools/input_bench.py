@@ -52,7 +52,8 @@ def scaled_copy(data: Path, scale: int, dest: Path) -> Path:
     """``data`` (official layout) ``scale`` times over as hard links in ``dest``: copy ``k`` of
     ``word/<speaker>_nohash_<n>.wav`` is ``word/<speaker>x<k>_nohash_<n>.wav`` (a new speaker)."""
     lists = {
-        name: set((data / name).read_text().split()) for name in ("validation_list.txt", "testing_list.txt")
+        name: set((data / name).read_text().split()) if (data / name).is_file() else set()
+        for name in ("validation_list.txt", "testing_list.txt")
     }
     listed: dict[str, list[str]] = {name: [] for name in lists}
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
