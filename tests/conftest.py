@@ -16,25 +16,26 @@ SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", Path(__file__).resolve().pa
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {}
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
         info = getattr(item, "_fixtureinfo", None)
         scopes = {defs[-1].scope for defs in info.name2fixturedefs.values()} if info else set()
         # pytest-xdist (--dist loadgroup): the tests sharing a costly fixture run in one worker,
         # which builds it once; the others are spread over every worker.
-        if TRAINING_FIXTURES & names:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.training)
             item.add_marker(pytest.mark.xdist_group("training"))
-            rank[item.nodeid] = 0
         elif "module" in scopes:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-            rank[item.nodeid] = 1
-        else:
-            rank[item.nodeid] = 1 if item.get_closest_marker("training") else 2
     # Longest first (the training run, then the shared fixtures and other trainings), the
     # short tests last to fill the gaps: the whole run ends sooner on few cores.
-    items.sort(key=lambda item: rank[item.nodeid])
+    items.sort(key=_rank)
+
+
+def _rank(item: pytest.Item) -> int:
+    group = item.get_closest_marker("xdist_group")
+    if group is not None and group.args == ("training",):
+        return 0
+    return 1 if group is not None or item.get_closest_marker("training") else 2
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

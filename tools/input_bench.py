@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kws.data import BACKGROUND_DIR
+
 CLIP_BYTES = 16000 * 4  # a 1-s clip at 16 kHz as float32
 
 MEASURE = """
@@ -59,23 +61,23 @@ def scaled_copy(data: Path, scale: int, dest: Path) -> Path:
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
         (dest / folder.name).mkdir(parents=True)
         for file in sorted(folder.iterdir()):
-            if folder.name == "_background_noise_":
+            if folder.name == BACKGROUND_DIR:
                 os.link(file, dest / folder.name / file.name)
                 continue
             speaker, _, rest = file.name.partition("_nohash_")
+            splits = [name for name, members in lists.items() if f"{folder.name}/{file.name}" in members]
             for k in range(scale):
                 name = f"{speaker}x{k}_nohash_{rest}"
                 os.link(file, dest / folder.name / name)
-                for list_name, members in lists.items():
-                    if f"{folder.name}/{file.name}" in members:
-                        listed[list_name].append(f"{folder.name}/{name}")
+                for list_name in splits:
+                    listed[list_name].append(f"{folder.name}/{name}")
     for list_name, names in listed.items():
         (dest / list_name).write_text("\n".join(names) + "\n")
     return dest
 
 
 def clip_count(data: Path) -> int:
-    return sum(1 for p in data.glob("*/*.wav") if p.parent.name != "_background_noise_")
+    return sum(1 for p in data.glob("*/*.wav") if p.parent.name != BACKGROUND_DIR)
 
 
 def available_bytes() -> int:
@@ -110,9 +112,10 @@ def main() -> int:
             clips = clip_count(data)
             need = clips * CLIP_BYTES
             row: dict[str, Any] = {"scale": scale, "clips": clips, "clips_gb": round(need / 1e9, 2)}
-            if need > 0.8 * available_bytes():
+            available = available_bytes()
+            if need > 0.8 * available:
                 row["skipped"] = (
-                    f"its clips need {need / 1e9:.1f} GB, over 80% of the {available_bytes() / 1e9:.1f} GB available"
+                    f"its clips need {need / 1e9:.1f} GB, over 80% of the {available / 1e9:.1f} GB available"
                 )
             else:
                 row |= measure(data)
