@@ -210,6 +210,8 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (no job control) passes SIGINT on ignored: restore it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 240
