@@ -33,6 +33,7 @@ import numpy as np
 from kws.download import DownloadError, extract_tar
 from kws.errors import KwsError
 from kws.features import FrontendConfig, clip_layout, frame_count
+from kws.fileio import cache_dir
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY
 
 BOARD_DIR = Path(str(files("kws") / "firmware_board"))
@@ -128,11 +129,6 @@ COMMON_FLAGS = (
 )
 CXX_FLAGS = ("-std=c++17", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics", "-fno-use-cxa-atexit")
 C_FLAGS = ("-std=c99",)
-
-
-def cache_dir() -> Path:
-    """Where built TFLM objects and extracted trees are kept: ``$KWS_CACHE_DIR`` or ``~/.cache/kws``."""
-    return Path(os.environ.get("KWS_CACHE_DIR") or Path.home() / ".cache" / "kws")
 
 
 def missing_tools(toolchain: Toolchain, *, qemu: bool = False) -> list[str]:

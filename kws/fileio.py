@@ -18,6 +18,12 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
+def cache_dir() -> Path:
+    """Where kws keeps what it builds or decodes once (TFLM objects, extracted trees, decoded
+    images): ``$KWS_CACHE_DIR`` or ``~/.cache/kws``."""
+    return Path(os.environ.get("KWS_CACHE_DIR") or Path.home() / ".cache" / "kws")
+
+
 def writable_file(target: str | os.PathLike[str]) -> Path:
     """``target`` as a Path, its folder created: a :class:`KwsError` (one line) if it is
     a folder or its folder cannot be made. Call it before long work whose result goes there."""

@@ -20,8 +20,10 @@ Pillow decodes the JPEGs (it comes with the ``train`` extra, through matplotlib)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
+import json
 import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from kws.data import BACKGROUND_DIR, SILENCE, UNKNOWN, keywords_of, speaker_of, which_set
 from kws.errors import DataError
 from kws.features import FRONTENDS, PIXEL_MAX, FrontendConfig, clip_log_mel, log_mel_to_cepstra, normalise
+from kws.fileio import atomic_path, cache_dir, write_text_atomic
 
 IMAGE_ROWS = 98
 IMAGE_BANDS = 40
@@ -146,6 +149,26 @@ def _members(source: Path) -> Iterator[tuple[str, str, bytes]]:
         raise ImageError(f"{source}: cannot read the archive ({error})") from None
 
 
+def _decoded(source: Path, progress: bool) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(word, split, uint8 pixels) of every training- and validation-split image, checked."""
+    if not source.exists():
+        raise ImageError(f"{source}: log-mel image archive not found")
+    found = False
+    for word, name, data in tqdm(_members(source), desc="read images", unit=" images", disable=not progress):
+        if not word or (word != BACKGROUND_DIR and speaker_of(Path(name)) is None):
+            raise ImageError(
+                f"{source}: {word + '/' if word else ''}{name} is not <word>/<speaker>_nohash_<n>.jpg "
+                f"or {BACKGROUND_DIR}/<n>.jpg; expected the speech_commands_logmel layout"
+            )
+        split = _split_of(word, name)
+        if split == "test":
+            continue  # never train or stop on a testing-split speaker
+        found = True
+        yield word, split, decode_image(data, f"{source}: {word}/{name}")
+    if not found:
+        raise ImageError(f"{source}: holds no <word>/<name>.jpg images")
+
+
 def read_images(source: str | Path, labels: Sequence[str], *, progress: bool = True) -> ImageSet:
     """Decode every image of a log-mel archive (``.tar.gz``, read as a stream) or its extracted folder.
 
@@ -166,27 +189,73 @@ def read_images(source: str | Path, labels: Sequence[str], *, progress: bool = T
         A missing, damaged or truncated archive, an image that does not decode or is not
         98 x 40, or a layout without ``<word>/<speaker>_nohash_<n>.jpg`` images (one line).
     """
+    decoded = list(_decoded(Path(source), progress))
+    return ImageSet(
+        np.stack([pixels for _, _, pixels in decoded]),
+        np.array([_label_of(word, labels) for word, _, _ in decoded]),
+        np.array([split for _, split, _ in decoded]),
+        str(source),
+    )
+
+
+@dataclass(frozen=True)
+class ImageStore:
+    """An archive's images decoded once into the cache (:func:`cached_images`): the pixels
+    stay on disk and are read through a memory map, so training holds none of them."""
+
+    path: Path  # raw uint8 pixels, (len(words), 98, 40)
+    words: np.ndarray  # (n,) each image's word folder
+    splits: np.ndarray  # (n,) "train" or "validation"
+    source: str
+
+    def pixels(self) -> np.ndarray:
+        """Every image, (n, 98, 40) uint8, memory-mapped read-only (one map a process)."""
+        return _memmap(self.path, len(self.words))
+
+    def labels(self, labels: Sequence[str]) -> np.ndarray:
+        """Each image's index into ``labels`` (as :func:`read_images` gives them)."""
+        words, inverse = np.unique(self.words, return_inverse=True)
+        return np.array([_label_of(str(w), labels) for w in words], dtype=int)[inverse]
+
+
+@functools.lru_cache(maxsize=4)
+def _memmap(path: Path, count: int) -> np.ndarray:
+    return np.memmap(path, np.uint8, "r", shape=(count, IMAGE_ROWS, IMAGE_BANDS))
+
+
+def cached_images(source: str | Path, *, progress: bool = True) -> ImageStore:
+    """The images of an archive or folder (as :func:`read_images` reads them), decoded once
+    into :func:`kws.fileio.cache_dir` and reused while the source is unchanged (same
+    path, size and modification time of the archive or of every image in the folder).
+
+    Raises
+    ------
+    ImageError
+        As :func:`read_images`.
+    """
     source = Path(source)
     if not source.exists():
         raise ImageError(f"{source}: log-mel image archive not found")
-    pixels: list[np.ndarray] = []
-    label_ids: list[int] = []
-    splits: list[str] = []
-    for word, name, data in tqdm(_members(source), desc="read images", unit=" images", disable=not progress):
-        if not word or (word != BACKGROUND_DIR and speaker_of(Path(name)) is None):
-            raise ImageError(
-                f"{source}: {word + '/' if word else ''}{name} is not <word>/<speaker>_nohash_<n>.jpg "
-                f"or {BACKGROUND_DIR}/<n>.jpg; expected the speech_commands_logmel layout"
-            )
-        split = _split_of(word, name)
-        if split == "test":
-            continue  # never train or stop on a testing-split speaker
-        pixels.append(decode_image(data, f"{source}: {word}/{name}"))
-        label_ids.append(_label_of(word, labels))
-        splits.append(split)
-    if not pixels:
-        raise ImageError(f"{source}: holds no <word>/<name>.jpg images")
-    return ImageSet(np.stack(pixels), np.array(label_ids), np.array(splits), str(source))
+    files = sorted(source.rglob("*.jpg")) if source.is_dir() else [source]
+    key = hashlib.sha256(str(source.resolve()).encode())
+    for path in files:
+        stat = path.stat()
+        key.update(
+            f"{path.relative_to(source) if source.is_dir() else ''}:{stat.st_size}:{stat.st_mtime_ns};".encode()
+        )
+    folder = cache_dir() / f"images-{key.hexdigest()[:16]}"
+    index = folder / "index.json"
+    if not index.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        words, splits = [], []
+        with atomic_path(folder / "pixels.u8") as tmp, open(tmp, "wb") as f:
+            for word, split, pixels in _decoded(source, progress):
+                f.write(pixels.tobytes())
+                words.append(word)
+                splits.append(split)
+        write_text_atomic(index, json.dumps({"source": str(source), "words": words, "splits": splits}))
+    saved = json.loads(index.read_text())
+    return ImageStore(folder / "pixels.u8", np.array(saved["words"]), np.array(saved["splits"]), str(source))
 
 
 def jpeg_round_trip(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:

@@ -23,11 +23,14 @@ from kws.runtime import runner_from_bytes
 from kws.streameval import DEFAULT_TARGET_FA, tune_detector, tuned
 from kws.train import (
     CHECKPOINT_DIR,
+    DEFAULT_INPUT_WORKERS,
     TrainConfig,
     calibration_set,
     check_finetune_source,
     check_resume,
     fit,
+    is_chief,
+    make_strategy,
     model_info,
     prepare_data,
 )
@@ -43,7 +46,9 @@ def run(
     runtimes: Sequence[str] = ("litert", "tflm"),
     tune_minutes: float = 30.0,
     target_false_alarms_per_hour: float = DEFAULT_TARGET_FA,
-) -> TrainReport:
+    input_workers: int = DEFAULT_INPUT_WORKERS,
+    distribute: str = "none",
+) -> TrainReport | None:
     """Train, convert, tune, and write every model file and the report into ``run_dir``.
 
     Parameters
@@ -64,21 +69,35 @@ def run(
         on (0: no tuning; the detector then uses its default threshold).
     target_false_alarms_per_hour : float
         What the thresholds are tuned for, all keywords together.
+    input_workers : int
+        Processes computing the training features (0: this one).
+    distribute : {"none", "mirrored", "multiworker"}
+        Replicas to train on (:func:`kws.train.make_strategy`): one device, every local
+        GPU, or the machines of ``TF_CONFIG`` (each runs this same call; the chief writes
+        the files).
 
     Returns
     -------
-    TrainReport
-        What ``report.json`` holds (:meth:`TrainReport.to_dict`).
+    TrainReport or None
+        What ``report.json`` holds (:meth:`TrainReport.to_dict`); None on a worker that is
+        not the chief.
     """
+    strategy = make_strategy(distribute)  # before any other TensorFlow operation
+    chief = is_chief(strategy)
     run_dir = Path(run_dir)
     if resume:
         check_resume(config, run_dir)
     elif (run_dir / CHECKPOINT_DIR).exists():
         raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
     source = check_finetune_source(config) if config.finetune_from is not None else None
-    data = prepare_data(config, progress=progress, normalised=source)
-    write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
-    model, state, interrupted = fit(config, data, run_dir, resume=resume, progress=progress)
+    data = prepare_data(config, progress=progress, normalised=source, input_workers=input_workers)
+    if chief:
+        write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
+    model, state, interrupted = fit(
+        config, data, run_dir, resume=resume, progress=progress, input_workers=input_workers, strategy=strategy
+    )
+    if not chief:
+        return None
     info = model_info(config, data)
     models = convert_models(
         model, info, calibration_set(data, config), units=config.units, layers=config.layers

@@ -18,21 +18,23 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from kws.artifact import RECURRENT, ModelInfo
-from kws.audio import load_audio
-from kws.augment import AugmentConfig, augment_clip, mask_features
+from kws.augment import AugmentConfig
 from kws.data import (
     DEFAULT_KEYWORDS,
     SILENCE,
@@ -40,37 +42,42 @@ from kws.data import (
     examples,
     held_out_negative,
     labels_for,
-    load_example,
     negative_files,
     scan,
 )
 from kws.errors import KwsError
-from kws.evaluate import negative_windows, window_starts
-from kws.features import (
-    FRONTENDS,
-    FrontendConfig,
-    clip_features,
-    clip_log_mel,
-    fit_normalisation,
-    log_mel_to_cepstra,
-)
+from kws.evaluate import NEGATIVE_HOP_SECONDS, window_starts
+from kws.features import FRONTENDS, FrontendConfig, fit_normalisation
 from kws.fileio import atomic_path, write_text_atomic
-from kws.images import (
-    ImageSet,
-    audio_image,
-    augment_images,
-    image_features,
-    read_images,
-    row_frontend,
-    row_step,
+from kws.images import cached_images, row_step
+from kws.inputs import (
+    CLIP,
+    IMAGE,
+    NEGATIVE,
+    ORDER_STREAM,
+    WINDOW_STREAM,
+    Refs,
+    Sources,
+    Workers,
+    audio_lengths,
+    batch_dataset,
+    example_features,
+    raw_cepstra,
 )
 from kws.model import build, copy_weights, keras, save_h5
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 CHECKPOINT_DIR = "checkpoint"
 MINING_HOP_S = 0.1  # seconds between hard-negative mining windows
 # Sequence training: seconds into a non-keyword example before its label holds at every
 # frame (the posterior of a keyword just before it may still be falling).
 SEQUENCE_SETTLE_S = 0.3
+# The normalisation is measured on every training image and clip up to these many (a seeded
+# choice beyond), and on every training negative recording's first second.
+NORMALISATION_IMAGES = 5000
+NORMALISATION_CLIPS = 20_000
 
 
 @dataclass(frozen=True)
@@ -174,21 +181,22 @@ class TrainConfig:
 
 @dataclass
 class TrainingData:
-    """The training sources (augmented anew each epoch) and fixed validation features.
+    """The training examples by reference (augmented anew each epoch by :mod:`kws.inputs`)
+    and fixed validation features.
 
-    Training examples are, in this order: the log-mel images, the audio clips, the
-    negatives (``train_y`` follows the same order). Validation is the union of the
-    sources present, each a slice of ``val_x`` named in ``val_sources``.
+    Training examples are, in this order: the log-mel images, the audio clips (``refs``,
+    labels ``refs_y``), then each epoch's windows of the negative recordings
+    (``sources.negatives[:len(negative_lengths)]``); ``train_y`` follows the same order.
+    Validation is the union of the sources present, each a slice of ``val_x`` named in
+    ``val_sources``.
     """
 
     labels: list[str]
     frontend: FrontendConfig  # with normalisation fitted on the training sources
-    train_audio: np.ndarray  # (n, clip_samples)
-    train_audio_y: np.ndarray
-    noise_files: list[Path]
-    images: ImageSet | None  # training images
-    noise_images: np.ndarray  # training background images, (k, 98, 40)
-    negatives: list[np.ndarray]  # audio of any length, all _unknown_
+    sources: Sources
+    refs: Refs
+    refs_y: np.ndarray
+    negative_lengths: np.ndarray  # samples of each training negative recording
     val_x: np.ndarray  # (m, frames, n_mfcc)
     val_y: np.ndarray
     val_sources: dict[str, slice]
@@ -197,14 +205,15 @@ class TrainingData:
     mining: list[tuple[int, int]]
     mining_x: np.ndarray
 
-    def negative_starts(self, audio: np.ndarray, rng: np.random.Generator | None = None) -> list[int]:
-        """Where this epoch's 1-s training windows of a negative recording start (rng None: from 0).
+    def negative_starts(self, length: int, rng: np.random.Generator | None = None) -> list[int]:
+        """Where this epoch's 1-s training windows of a ``length``-sample negative recording
+        start (rng None: from 0).
 
         With ``negative_hop`` None, one window at a random place; otherwise windows
         ``negative_hop`` apart from a random offset small enough to keep their number fixed.
         """
         n = self.frontend.clip_samples
-        slack = max(len(audio) - n, 0)
+        slack = max(length - n, 0)
         if self.negative_hop is None:
             return [0 if rng is None else int(rng.integers(0, slack + 1))]
         count = 1 + slack // self.negative_hop
@@ -214,19 +223,23 @@ class TrainingData:
 
     @property
     def train_y(self) -> np.ndarray:
-        image_y = self.images.labels if self.images is not None else np.zeros(0, dtype=int)
-        windows = sum(len(self.negative_starts(a)) for a in self.negatives)
-        negative_y = np.full(windows, self.labels.index(UNKNOWN))
-        return np.concatenate([image_y, self.train_audio_y, negative_y]).astype(int)
+        windows = sum(len(self.negative_starts(int(length))) for length in self.negative_lengths)
+        return np.concatenate([self.refs_y, np.full(windows, self.labels.index(UNKNOWN))]).astype(int)
 
 
 def prepare_data(
-    config: TrainConfig, *, progress: bool = True, normalised: FrontendConfig | None = None
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    normalised: FrontendConfig | None = None,
+    input_workers: int = 0,
 ) -> TrainingData:
-    """Read every source's train and validation parts and fit the front-end normalisation.
+    """Index every source's train and validation parts, fit the front-end normalisation and
+    compute the validation features.
 
     ``normalised``, a front-end with its normalisation, is used instead of fitting one
-    (fine-tuning keeps its source run's).
+    (fine-tuning keeps its source run's). ``input_workers``: processes computing features
+    (:class:`kws.inputs.Workers`; 0: this one).
     """
     index = scan(config.data)
     if index.layout != "speech_commands":
@@ -236,116 +249,112 @@ def prepare_data(
     labels = labels_for(config.keywords)
     frontend = dataclasses.replace(config.frontend, mean=None, std=None)
     n = frontend.clip_samples
-
-    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-        chosen = examples(index, split, config.keywords, clip_samples=n, seed=config.seed)
-        if not chosen:
+    splits = {}
+    for split in ("train", "validation"):
+        splits[split] = examples(index, split, config.keywords, clip_samples=n, seed=config.seed)
+        if not splits[split]:
             raise KwsError(f"{config.data}: no {split} clips")
-        audio = np.empty((len(chosen), n), dtype=np.float32)  # filled in place: one copy in memory
-        for i, e in enumerate(tqdm(chosen, desc=f"read {split}", disable=not progress)):
-            audio[i] = load_example(e, n)
-        return audio, np.array([labels.index(e.label) for e in chosen])
+    clips = splits["train"] + splits["validation"]
+    clip_y = np.array([labels.index(e.label) for e in clips])
+    train_clips = np.arange(len(splits["train"]))
+    val_clips = np.arange(len(splits["train"]), len(clips))
 
-    train_audio, train_y = read("train")
-    val_audio, val_audio_y = read("validation")
-
-    images = val_images = None
-    noise_images = np.zeros((0, 0, 0), dtype=np.uint8)
+    store = None
+    train_rows = val_rows = np.zeros(0, dtype=np.int64)
+    image_y = np.zeros(0, dtype=int)
+    noise_pixels = np.zeros((0, 0, 0), dtype=np.uint8)
     if config.images is not None:
         row_step(frontend)  # a clear error before the archive is read
-        every = read_images(config.images, labels, progress=progress)
-        images, val_images = every.subset("train"), every.subset("validation")
-        noise_images = images.pixels[images.labels == labels.index(SILENCE)]
-
-    negatives: list[np.ndarray] = []
-    val_negatives: list[np.ndarray] = []
-    for folder in config.negatives:
-        for path in tqdm(
-            negative_files(folder, config.keywords), desc=f"read {folder}", disable=not progress
-        ):
-            audio = load_audio(path, frontend.sample_rate)
-            if held_out_negative(path):
-                val_negatives += negative_windows(audio, frontend)
-            else:
-                negatives.append(audio)
-
-    if normalised is not None:
-        frontend = normalised
-    else:  # normalisation from un-augmented training features of every source
-        frontend = fit_normalisation(
-            _raw_cepstra(train_audio, negatives, images, frontend, config.seed), frontend
+        store = cached_images(config.images, progress=progress)
+        image_y = store.labels(labels)
+        train_rows, val_rows = (
+            np.flatnonzero(store.splits == "train"),
+            np.flatnonzero(store.splits == "validation"),
         )
+        noise_pixels = np.array(store.pixels()[train_rows[image_y[train_rows] == labels.index(SILENCE)]])
 
-    val_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
-    if val_images is not None:
-        phases = np.zeros(len(val_images.labels), dtype=int)
-        val_parts.append(("images", image_features(val_images.pixels, phases, frontend), val_images.labels))
-    val_parts.append(("audio", np.stack([clip_features(a, frontend) for a in val_audio]), val_audio_y))
-    if val_negatives:
-        x = np.stack([clip_features(a, frontend) for a in val_negatives])
-        val_parts.append(("negatives", x, np.full(len(x), labels.index(UNKNOWN))))
-    sources, start = {}, 0
-    for name, x, _ in val_parts:
-        sources[name] = slice(start, start + len(x))
-        start += len(x)
-    mining = []
-    if config.hard_negatives:
-        hop = round(MINING_HOP_S * frontend.sample_rate)
-        mining = [(i, start) for i, a in enumerate(negatives) for start in window_starts(len(a), n, hop)]
-    mining_x = (
-        np.stack([clip_features(negatives[i][at : at + n], frontend) for i, at in mining])
-        if mining
-        else np.zeros((0, frontend.clip_frames, frontend.n_mfcc), np.float32)
+    train_negatives: list[Path] = []
+    val_negatives: list[Path] = []
+    for folder in config.negatives:
+        for path in negative_files(folder, config.keywords):
+            (val_negatives if held_out_negative(path) else train_negatives).append(path)
+    negatives = train_negatives + val_negatives
+    sources = Sources(
+        tuple(clips), tuple(negatives), store, noise_pixels, tuple(index.noise_files), config.augment
     )
+    with Workers(sources, input_workers) as workers:
+        everything = Refs.of(NEGATIVE, range(len(negatives)))
+        lengths = np.concatenate(
+            [np.zeros(0, np.int64), *workers.chunks(audio_lengths, everything, frontend)]
+        )
+        if normalised is not None:
+            frontend = normalised
+        else:  # from un-augmented training features of every source, a seeded sample of the large ones
+            rng = np.random.default_rng(config.seed)
+            sample = Refs.concat(
+                [
+                    Refs.of(IMAGE, train_rows[rng.permutation(len(train_rows))[:NORMALISATION_IMAGES]]),
+                    Refs.of(
+                        CLIP, train_clips[np.sort(rng.permutation(len(train_clips))[:NORMALISATION_CLIPS])]
+                    ),
+                    Refs.of(NEGATIVE, range(len(train_negatives))),
+                ]
+            )
+            chunks = workers.chunks(raw_cepstra, sample, frontend)
+            frontend = fit_normalisation(
+                tqdm(chunks, desc="normalisation", total=-(-len(sample) // 256), disable=not progress),
+                frontend,
+            )
+
+        def features(refs: Refs, what: str) -> np.ndarray:
+            parts = workers.chunks(example_features, refs, frontend)
+            bar = tqdm(parts, desc=what, total=-(-len(refs) // 256), disable=not progress)
+            return np.concatenate([np.zeros((0, frontend.clip_frames, frontend.n_mfcc), np.float32), *bar])
+
+        hop = round(NEGATIVE_HOP_SECONDS * frontend.sample_rate)
+        val_windows = [
+            (i, at)
+            for i in range(len(train_negatives), len(negatives))
+            for at in window_starts(lengths[i], n, hop)
+        ]
+        val_parts = [
+            ("images", Refs.of(IMAGE, val_rows), image_y[val_rows]),
+            ("audio", Refs.of(CLIP, val_clips), clip_y[val_clips]),
+            (
+                "negatives",
+                Refs.of(NEGATIVE, [i for i, _ in val_windows], [at for _, at in val_windows]),
+                np.full(len(val_windows), labels.index(UNKNOWN)),
+            ),
+        ]
+        val_parts = [part for part in val_parts if len(part[1])]
+        val_x = features(Refs.concat([refs for _, refs, _ in val_parts]), "validation features")
+        mining = []
+        if config.hard_negatives:
+            hop = round(MINING_HOP_S * frontend.sample_rate)
+            mining = [
+                (i, at) for i in range(len(train_negatives)) for at in window_starts(lengths[i], n, hop)
+            ]
+        mining_x = features(
+            Refs.of(NEGATIVE, [i for i, _ in mining], [at for _, at in mining]), "mining windows"
+        )
+    sources_at, start = {}, 0
+    for name, refs, _ in val_parts:
+        sources_at[name] = slice(start, start + len(refs))
+        start += len(refs)
     return TrainingData(
         labels,
         frontend,
-        train_audio,
-        train_y,
-        index.noise_files,
-        images,
-        noise_images,
-        negatives,
-        np.concatenate([x for _, x, _ in val_parts]),
-        np.concatenate([y for _, _, y in val_parts]).astype(int),
         sources,
+        Refs.concat([Refs.of(IMAGE, train_rows), Refs.of(CLIP, train_clips)]),
+        np.concatenate([image_y[train_rows], clip_y[train_clips]]).astype(int),
+        lengths[: len(train_negatives)],
+        val_x,
+        np.concatenate([y for _, _, y in val_parts]).astype(int),
+        sources_at,
         None if config.negative_hop_s is None else round(config.negative_hop_s * frontend.sample_rate),
         mining,
         mining_x,
     )
-
-
-def _raw_cepstra(
-    audio: np.ndarray,
-    negatives: Sequence[np.ndarray],
-    images: ImageSet | None,
-    frontend: FrontendConfig,
-    seed: int,
-    chunk: int = 1024,
-) -> Iterator[np.ndarray]:
-    """Un-augmented cepstra of every training clip, each negative's first second and a seeded
-    5,000 of the images, ``chunk`` clips at a time (the normalisation is measured on them)."""
-    n = frontend.clip_samples
-    clips = [*audio, *(a[:n] for a in negatives)]
-    for start in range(0, len(clips), chunk):
-        log_mel = np.stack([clip_log_mel(a, frontend) for a in clips[start : start + chunk]])
-        yield log_mel_to_cepstra(log_mel, frontend)
-    if images is not None:
-        sample = np.random.default_rng(seed).permutation(len(images.labels))[:5000]
-        for start in range(0, len(sample), chunk):
-            rows = images.pixels[sample[start : start + chunk], :: row_step(frontend)]
-            yield log_mel_to_cepstra(rows.astype(np.float64)[:, : frontend.clip_frames], frontend)
-
-
-def _audio_example(
-    audio: np.ndarray, data: TrainingData, rng: np.random.Generator, config: TrainConfig
-) -> np.ndarray:
-    """Features of one augmented audio example; made an image first when images are trained on too."""
-    augmented = augment_clip(audio, rng, data.noise_files, config.augment)
-    if data.images is None:
-        return clip_features(augmented, data.frontend)
-    phase = rng.integers(0, row_step(data.frontend), 1)
-    return image_features(audio_image(augmented, data.frontend)[None], phase, data.frontend)[0]
 
 
 def clip_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -363,95 +372,82 @@ def hard_negatives(model: keras.Model, data: TrainingData, count: int) -> list[t
     return [data.mining[i] for i in np.argsort(-keyword_like, kind="stable")[:count]]
 
 
+def epoch_examples(
+    data: TrainingData, config: TrainConfig, epoch: int, hard: Sequence[tuple[int, int]] = ()
+) -> tuple[Refs, np.ndarray]:
+    """This epoch's training examples and their labels: the images and clips, every training
+    negative recording's windows (placed by the epoch's seeded generator), then the ``hard``
+    negative windows ((negative index, start sample))."""
+    rng = np.random.default_rng([config.seed, epoch, WINDOW_STREAM])
+    windows = [
+        (i, at)
+        for i, length in enumerate(data.negative_lengths)
+        for at in data.negative_starts(int(length), rng)
+    ]
+    windows += list(hard)
+    refs = Refs.concat([data.refs, Refs.of(NEGATIVE, [i for i, _ in windows], [at for _, at in windows])])
+    y = np.concatenate([data.refs_y, np.full(len(windows), data.labels.index(UNKNOWN))]).astype(int)
+    return refs, y
+
+
 def augmented_features(
-    data: TrainingData,
-    config: TrainConfig,
-    epoch: int,
-    hard: Sequence[tuple[int, int]] = (),
-    chunk: int = 2048,
+    data: TrainingData, config: TrainConfig, epoch: int, hard: Sequence[tuple[int, int]] = ()
 ) -> np.ndarray:
-    """This epoch's augmented training features (seeded by run seed and epoch), in ``train_y``'s
-    order, then the ``hard`` negative windows ((negative index, start sample))."""
-    rng = np.random.default_rng([config.seed, epoch])
-    parts = []
-    if data.images is not None:
-        step = row_step(data.frontend)
-        shift_rows = round(config.augment.time_shift_ms / row_frontend(data.frontend).hop_ms)
-        for start in range(0, len(data.images.labels), chunk):
-            pixels = augment_images(
-                data.images.pixels[start : start + chunk],
-                rng,
-                data.frontend,
-                data.noise_images,
-                gain_db=config.augment.gain_db,
-                noise_probability=config.augment.noise_probability,
-                snr_db=config.augment.snr_db,
-                max_shift_rows=shift_rows,
-            )
-            parts.append(image_features(pixels, rng.integers(0, step, len(pixels)), data.frontend))
-    parts.append(np.stack([_audio_example(a, data, rng, config) for a in data.train_audio]))
-    n = data.frontend.clip_samples
-    for audio in data.negatives:
-        for start in data.negative_starts(audio, rng):
-            parts.append(_audio_example(audio[start : start + n], data, rng, config)[None])
-    x = np.concatenate(parts)
-    del parts  # one copy of the epoch's features at a time
-    for i, f in enumerate(x):
-        x[i] = mask_features(f, rng, config.augment)
-    if not hard:
-        return x
-    # The mined windows draw from their own generator: mining leaves the usual examples as they are.
-    rng = np.random.default_rng([config.seed, epoch, 1])
-    mined = [_audio_example(data.negatives[i][start : start + n], data, rng, config) for i, start in hard]
-    return np.concatenate([x, np.stack([mask_features(f, rng, config.augment) for f in mined])])
+    """Every augmented example of an epoch at once, in :func:`epoch_examples`' order (training
+    streams them instead; this is for checks and tools)."""
+    refs, _ = epoch_examples(data, config, epoch, hard)
+    return example_features(data.sources, refs, data.frontend, config.seed, epoch)
 
 
-def sequences(
-    x: np.ndarray,
-    y: np.ndarray,
+def epoch_batches(count: int, config: TrainConfig, epoch: int) -> np.ndarray:
+    """The epoch's batches as places in its example list, (steps, batch_size, sequence_clips):
+    a seeded order; the examples left over (fewer than a batch) sit this epoch out."""
+    clips = config.sequence_clips
+    order = np.random.default_rng([config.seed, epoch, ORDER_STREAM]).permutation(count)
+    units = order[: count // clips * clips].reshape(-1, clips)
+    steps = len(units) // config.batch_size
+    if not steps:
+        raise KwsError(
+            f"{count} training examples make no batch of {config.batch_size}"
+            f"{f' sequences of {clips}' if clips > 1 else ''}: give a smaller --batch-size"
+        )
+    return units[: steps * config.batch_size].reshape(steps, config.batch_size, clips)
+
+
+def sequence_targets(
+    labels: np.ndarray,
     weights: np.ndarray,
     negative_labels: Sequence[int],
-    clips: int,
+    frames: int,
     settle_frames: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Examples joined ``clips`` at a time, in a random order, into sequences with a label and
-    a loss weight per frame (:attr:`TrainConfig.sequence_clips`).
+) -> tuple[np.ndarray, np.ndarray]:
+    """A label and a loss weight for every frame of sequences of examples (:attr:`TrainConfig.sequence_clips`).
 
     Parameters
     ----------
-    x : np.ndarray, shape (n, frames, n_mfcc)
-        Features of each example.
-    y : np.ndarray, shape (n,)
-        Labels.
+    labels : np.ndarray, shape (n, clips)
+        Each sequence's examples' labels, in order.
     weights : np.ndarray, shape (n_labels,)
         Each label's loss weight (:func:`class_weights`).
     negative_labels : sequence of int
         Labels trained on at every frame from ``settle_frames`` on, not only the last;
         their weight is spread over those frames.
-    clips : int
-        Examples a sequence; the ``n % clips`` left over sit this epoch out.
+    frames : int
+        Frames an example.
     settle_frames : int
         Frames into a ``negative_labels`` example before its label is trained on.
-    rng : np.random.Generator
 
     Returns
     -------
-    x, y, w : np.ndarray
-        Shapes (n // clips, clips * frames, n_mfcc), (n // clips, clips * frames) twice.
+    y, w : np.ndarray
+        Shapes (n, clips * frames) both.
     """
-    n, frames, n_mfcc = x.shape
-    order = rng.permutation(n)[: n // clips * clips].reshape(-1, clips)
-    labels = y[order]  # (sequences, clips)
-    w = np.zeros((len(order), clips, frames), dtype=np.float32)
+    n, clips = labels.shape
+    w = np.zeros((n, clips, frames), dtype=np.float32)
     w[:, :, -1] = weights[labels]
     dense = np.isin(labels, negative_labels) * weights[labels] / (frames - 1 - settle_frames)
     w[:, :, settle_frames:-1] += dense[:, :, None]
-    return (
-        x[order].reshape(len(order), clips * frames, n_mfcc),
-        np.repeat(labels, frames, axis=1),
-        w.reshape(len(order), clips * frames),
-    )
+    return np.repeat(labels, frames, axis=1), w.reshape(n, clips * frames)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -520,16 +516,124 @@ def _save_checkpoint(model: keras.Model, state: TrainState, ckpt: Path, best: bo
         write_text_atomic(ckpt / "state.json", json.dumps(dataclasses.asdict(state), indent=1))
 
 
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+# Feature processes beside the training process: one a core (they overlap with training).
+DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
+
+
+def make_strategy(distribute: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of ``--distribute``: none (TensorFlow's default),
+    mirrored (every local GPU, else the CPU) or multiworker (the machines of ``TF_CONFIG``).
+    Make it before any other TensorFlow operation runs (collectives are set up at start-up)."""
+    import tensorflow as tf
+
+    if distribute == "none":
+        return tf.distribute.get_strategy()
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise KwsError(
+                "--distribute multiworker needs TF_CONFIG on every machine: "
+                '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": I}}'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise KwsError(f"--distribute {distribute}: choose one of {', '.join(DISTRIBUTE)}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, but on a multi-worker cluster
+    (the chief task, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+@dataclass(frozen=True)
+class _EpochInput:
+    """One epoch's training batches as ``tf.data`` datasets, one per input pipeline."""
+
+    workers: Workers
+    data: TrainingData
+    config: TrainConfig
+    epoch: int
+    refs: Refs
+    y: np.ndarray
+    batches: np.ndarray  # (steps, global batch, sequence_clips) places in refs
+    label_weights: np.ndarray
+
+    def batches_of(self, context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """This input pipeline's share of each global batch: one part per local replica."""
+        replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        size = context.get_per_replica_batch_size(self.config.batch_size)
+        frontend, clips = self.data.frontend, self.config.sequence_clips
+        frames = frontend.clip_frames
+        labels = self.data.labels
+        negative_labels = [labels.index(SILENCE), labels.index(UNKNOWN)]
+        settle_frames = round(SEQUENCE_SETTLE_S / frontend.frame_seconds)
+
+        def load(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            step, replica = divmod(k, replicas)
+            part = context.input_pipeline_id * replicas + replica
+            rows = self.batches[step, part * size : (part + 1) * size]  # (size, clips)
+            x = self.workers.run(
+                example_features,
+                self.refs.take(rows.ravel()),
+                frontend,
+                self.config.seed,
+                self.epoch,
+                rows.ravel(),
+            )
+            y = self.y[rows]
+            if clips > 1:
+                y_frames, w = sequence_targets(y, self.label_weights, negative_labels, frames, settle_frames)
+                return x.reshape(size, clips * frames, frontend.n_mfcc), y_frames.astype(np.int32), w
+            return x, y[:, 0].astype(np.int32), self.label_weights[y[:, 0]]
+
+        y_shape = (size, clips * frames) if clips > 1 else (size,)
+        return batch_dataset(
+            load, len(self.batches) * replicas, (size, clips * frames, frontend.n_mfcc), y_shape
+        )
+
+
 def fit(
-    config: TrainConfig, data: TrainingData, run_dir: Path, *, resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    data: TrainingData,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    input_workers: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, TrainState, bool]:
     """Train with checkpoints in ``run_dir/checkpoint``; return the best model (a clip model), its
-    state, interrupted?"""
+    state, interrupted?
+
+    ``input_workers``: processes computing the augmented features (:class:`kws.inputs.Workers`;
+    0: this one). ``strategy`` (:func:`make_strategy`; None: the default) replicates the model;
+    ``batch_size`` is the global batch, split evenly among replicas. Every worker of a
+    cluster runs the same epochs on its share of each batch and validates on the whole
+    validation set; only the chief (:func:`is_chief`) writes into ``run_dir``.
+    """
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    distributed = strategy is not tf.distribute.get_strategy()
+    chief = is_chief(strategy)
     ckpt = run_dir / CHECKPOINT_DIR
+    # Other workers save too (saving may need every worker), where nobody reads it.
+    save_to = ckpt if chief else Path(tempfile.mkdtemp(prefix="kws-worker-"))
     keras.utils.set_random_seed(config.seed)
     use_sequences = config.sequence_clips > 1
 
-    def fresh(sequence_model: bool) -> keras.Model:
+    def fresh(sequence_model: bool, compiled: bool = True) -> keras.Model:
         model = build(
             config.arch,
             len(data.labels),
@@ -540,98 +644,95 @@ def fit(
             dropout=config.dropout,
             sequences=sequence_model,
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            # Sequence training weighs most frames 0: accuracy over the weighted ones.
-            **{"weighted_metrics" if sequence_model else "metrics": ["accuracy"]},
-        )
+        if compiled:
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss="sparse_categorical_crossentropy",
+                # Sequence training weighs most frames 0: accuracy over the weighted ones.
+                **{"weighted_metrics" if sequence_model else "metrics": ["accuracy"]},
+            )
         return model
 
     state = TrainState()
-    if resume or config.finetune_from is not None:
-        source = ckpt if resume else Path(str(config.finetune_from)) / CHECKPOINT_DIR
-        model = keras.models.load_model(source / "last.h5")
-        saved = TrainState(**json.loads((source / "state.json").read_text()))
-        # Fine-tuning: patience counts from the source's last epoch; the best is chosen among the new ones.
-        state = saved if resume else TrainState(epoch=saved.epoch, best_epoch=saved.epoch)
-        if (len(model.output_shape) == 3) != use_sequences:  # same weights, the other form (new optimiser)
-            model = copy_weights(model, fresh(use_sequences))
-    else:
-        model = fresh(use_sequences)
+    with strategy.scope():
+        if resume or config.finetune_from is not None:
+            source = ckpt if resume else Path(str(config.finetune_from)) / CHECKPOINT_DIR
+            model = keras.models.load_model(source / "last.h5")
+            saved = TrainState(**json.loads((source / "state.json").read_text()))
+            # Fine-tuning: patience counts from the source's last epoch; the best is chosen among the new ones.
+            state = saved if resume else TrainState(epoch=saved.epoch, best_epoch=saved.epoch)
+            if (
+                len(model.output_shape) == 3
+            ) != use_sequences:  # same weights, the other form (new optimiser)
+                model = copy_weights(model, fresh(use_sequences))
+        else:
+            model = fresh(use_sequences)
+    # Validation and mining run on a plain copy: every worker alike, no collectives.
+    local = fresh(use_sequences, compiled=False) if distributed else model
     weights = class_weights(
         data.train_y, len(data.labels), {data.labels.index(UNKNOWN): config.unknown_weight}
     )
-    negative_labels = [data.labels.index(SILENCE), data.labels.index(UNKNOWN)]
-    settle_frames = round(SEQUENCE_SETTLE_S / data.frontend.frame_seconds)
+    label_weights = np.array([weights[i] for i in range(len(data.labels))], dtype=np.float32)
     interrupted = False
     try:
-        for epoch in range(state.epoch, config.epochs):
-            if epoch - state.best_epoch >= config.patience and state.best_accuracy >= 0:
-                break
-            start = time.monotonic()
-            keras.backend.set_value(model.optimizer.learning_rate, learning_rate(config, epoch))
-            # Mined with the weights the epoch starts from (a resumed run mines the same).
-            hard = hard_negatives(model, data, config.hard_negatives) if epoch > 0 else []
-            x = augmented_features(data, config, epoch, hard)
-            y = np.concatenate([data.train_y, np.full(len(hard), data.labels.index(UNKNOWN))])
-            fit_weights: dict[str, Any] = {"class_weight": weights}
-            if use_sequences:
-                w = np.array([weights[i] for i in range(len(data.labels))])
-                rng = np.random.default_rng([config.seed, epoch, 2])
-                x, y, frame_weights = sequences(
-                    x, y, w, negative_labels, config.sequence_clips, settle_frames, rng
+        with Workers(data.sources, input_workers) as workers:
+            for epoch in range(state.epoch, config.epochs):
+                if epoch - state.best_epoch >= config.patience and state.best_accuracy >= 0:
+                    break
+                start = time.monotonic()
+                keras.backend.set_value(model.optimizer.learning_rate, learning_rate(config, epoch))
+                if distributed:
+                    local.set_weights(model.get_weights())
+                # Mined with the weights the epoch starts from (a resumed run mines the same).
+                hard = hard_negatives(local, data, config.hard_negatives) if epoch > 0 else []
+                refs, y = epoch_examples(data, config, epoch, hard)
+                batches = epoch_batches(len(refs), config, epoch)
+
+                dataset = _EpochInput(workers, data, config, epoch, refs, y, batches, label_weights)
+                keras.utils.set_random_seed(config.seed * 1000 + epoch)  # dropout
+                desc = f"epoch {epoch + 1}/{config.epochs}"
+                with tqdm(
+                    total=len(batches), desc=desc, disable=not progress, leave=False, file=sys.stderr
+                ) as bar:
+                    h = model.fit(
+                        keras.utils.experimental.DatasetCreator(dataset.batches_of),
+                        epochs=1,
+                        steps_per_epoch=len(batches),
+                        verbose=0,
+                        callbacks=[_BatchProgress(bar)],
+                    )
+                if distributed:
+                    local.set_weights(model.get_weights())
+                probabilities = clip_probabilities(local, data.val_x)
+                right = probabilities.argmax(axis=1) == data.val_y
+                val_acc = float(right.mean())
+                val_loss = float(
+                    -np.log(np.maximum(probabilities[np.arange(len(right)), data.val_y], 1e-7)).mean()
                 )
-                fit_weights = {"sample_weight": frame_weights}
-            keras.utils.set_random_seed(config.seed * 1000 + epoch)  # batch order, dropout
-            desc = f"epoch {epoch + 1}/{config.epochs}"
-            with tqdm(
-                total=math.ceil(len(y) / config.batch_size),
-                desc=desc,
-                disable=not progress,
-                leave=False,
-                file=sys.stderr,
-            ) as bar:
-                h = model.fit(
-                    x,
-                    y,
-                    batch_size=config.batch_size,
-                    epochs=1,
-                    verbose=0,
-                    shuffle=True,
-                    callbacks=[_BatchProgress(bar)],
-                    **fit_weights,
+                state.epoch = epoch + 1
+                state.train_seconds += time.monotonic() - start
+                state.history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "loss": float(h.history["loss"][0]),
+                        "accuracy": float(h.history["accuracy"][0]),
+                        "val_loss": val_loss,
+                        "val_accuracy": val_acc,
+                        **{f"val_accuracy_{k}": float(right[v].mean()) for k, v in data.val_sources.items()},
+                    }
                 )
-            probabilities = clip_probabilities(model, data.val_x)
-            right = probabilities.argmax(axis=1) == data.val_y
-            val_acc = float(right.mean())
-            val_loss = float(
-                -np.log(np.maximum(probabilities[np.arange(len(right)), data.val_y], 1e-7)).mean()
-            )
-            state.epoch = epoch + 1
-            state.train_seconds += time.monotonic() - start
-            state.history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": float(h.history["loss"][0]),
-                    "accuracy": float(h.history["accuracy"][0]),
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    **{f"val_accuracy_{k}": float(right[v].mean()) for k, v in data.val_sources.items()},
-                }
-            )
-            best = val_acc > state.best_accuracy
-            if best:
-                state.best_accuracy, state.best_epoch = float(val_acc), epoch + 1
-            _save_checkpoint(model, state, ckpt, best)
-            if progress:
-                print(
-                    f"{desc}: loss {h.history['loss'][0]:.3f} acc {h.history['accuracy'][0]:.3f}"
-                    f" | val loss {val_loss:.3f} acc {val_acc:.3f}"
-                    f" ({', '.join(f'{k} {right[v].mean():.3f}' for k, v in data.val_sources.items())})"
-                    f"{'  (best)' if best else ''}",
-                    file=sys.stderr,
-                )
+                best = val_acc > state.best_accuracy
+                if best:
+                    state.best_accuracy, state.best_epoch = float(val_acc), epoch + 1
+                _save_checkpoint(model, state, save_to, best)
+                if progress:
+                    print(
+                        f"{desc}: loss {h.history['loss'][0]:.3f} acc {h.history['accuracy'][0]:.3f}"
+                        f" | val loss {val_loss:.3f} acc {val_acc:.3f}"
+                        f" ({', '.join(f'{k} {right[v].mean():.3f}' for k, v in data.val_sources.items())})"
+                        f"{'  (best)' if best else ''}",
+                        file=sys.stderr,
+                    )
     except KeyboardInterrupt:
         interrupted = True
         if state.best_accuracy < 0:
@@ -641,24 +742,17 @@ def fit(
             f"({state.best_epoch}) — Ctrl-C again to abandon the export",
             file=sys.stderr,
         )
-    model.load_weights(ckpt / "best_weights.h5")
-    if use_sequences:  # the models converted and reported are clip models
-        model = copy_weights(model, fresh(False))
-    return model, state, interrupted
+    local.load_weights(save_to / "best_weights.h5")
+    if not chief:
+        shutil.rmtree(save_to, ignore_errors=True)
+    # The models converted and reported are clip models, outside any strategy.
+    return (copy_weights(local, fresh(False)) if use_sequences else local), state, interrupted
 
 
 def calibration_set(data: TrainingData, config: TrainConfig) -> np.ndarray:
     """Un-augmented training features for int8 calibration, a seeded choice across sources and classes."""
-    rng = np.random.default_rng(config.seed)
-    n_images = 0 if data.images is None else len(data.images.labels)
-    chosen = rng.permutation(n_images + len(data.train_audio))[: config.calibration_clips]
-    out = []
-    for i in chosen:
-        if i < n_images and data.images is not None:
-            out.append(image_features(data.images.pixels[i][None], np.zeros(1, dtype=int), data.frontend)[0])
-        else:
-            out.append(clip_features(data.train_audio[i - n_images], data.frontend))
-    return np.stack(out)
+    chosen = np.random.default_rng(config.seed).permutation(len(data.refs))[: config.calibration_clips]
+    return example_features(data.sources, data.refs.take(chosen), data.frontend)
 
 
 def model_info(config: TrainConfig, data: TrainingData) -> ModelInfo:

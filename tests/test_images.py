@@ -190,3 +190,25 @@ def test_feature_domain_gain_noise_and_shift(small_archive: Path) -> None:
     s = moved[0]
     assert np.all(shifted[:s] == 0) if s > 0 else np.all(shifted[len(shifted) + s :] == 0)
     np.testing.assert_allclose(energy_to_pixels(pixels_to_energy(pixels, IMAGE), IMAGE), pixels, atol=1e-3)
+
+
+def test_the_image_cache_holds_what_read_images_reads_and_is_reused_until_the_archive_changes(
+    small_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from kws.images import cached_images
+
+    monkeypatch.setenv("KWS_CACHE_DIR", str(tmp_path / "cache"))
+    images = read_images(small_archive, LABELS, progress=False)
+    store = cached_images(small_archive, progress=False)
+    assert store.path.is_relative_to(tmp_path / "cache")
+    np.testing.assert_array_equal(np.asarray(store.pixels()), images.pixels)
+    np.testing.assert_array_equal(store.labels(LABELS), images.labels)
+    np.testing.assert_array_equal(store.splits, images.splits)
+    written = store.path.stat().st_mtime_ns
+    assert cached_images(small_archive, progress=False).path == store.path  # reused, not decoded again
+    assert store.path.stat().st_mtime_ns == written
+    stat = small_archive.stat()
+    os.utime(small_archive, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a changed archive
+    assert cached_images(small_archive, progress=False).path != store.path

@@ -15,6 +15,7 @@ import pytest
 from helpers import run_kws
 
 from kws.artifact import read_metadata, tflite_ops
+from kws.audio import load_audio
 from kws.evaluate import evaluate, load_features
 from kws.features import FRONTENDS, FrontendConfig
 from kws.runtime import load_runner
@@ -271,13 +272,13 @@ def test_negative_windows_per_epoch_keep_their_number_and_stay_inside() -> None:
         data.negative_hop = hop
         counts = set()
         for _ in range(50):
-            starts = data.negative_starts(np.zeros(length), rng)
+            starts = data.negative_starts(length, rng)
             counts.add(len(starts))
             assert all(s >= 0 and (s + 16000 <= length or (length <= 16000 and s == 0)) for s in starts)
             assert all(b - a == hop for a, b in itertools.pairwise(starts))
-        assert counts == {len(data.negative_starts(np.zeros(length)))}
+        assert counts == {len(data.negative_starts(length))}
     data.negative_hop = 8000
-    assert len(data.negative_starts(np.zeros(40_000))) == 4  # 0, 0.5, 1.0, 1.5 s
+    assert len(data.negative_starts(40_000)) == 4  # 0, 0.5, 1.0, 1.5 s
 
 
 def test_hard_negative_mining_picks_the_most_keyword_like_windows() -> None:
@@ -320,11 +321,12 @@ def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
     config = TrainConfig(data=str(small_speech_commands), negatives=(str(small_negatives),), hard_negatives=5)
     data = prepare_data(config, progress=False)
     trained_on = [p for p in sorted(small_negatives.iterdir()) if not held_out_negative(p)]
-    assert len(data.negatives) == len(trained_on)
+    assert list(data.sources.negatives[: len(data.negative_lengths)]) == trained_on
     n, hop = data.frontend.clip_samples, 1600
-    for i, audio in enumerate(data.negatives):
+    for i, length in enumerate(data.negative_lengths):
+        assert length == len(load_audio(trained_on[i]))
         starts = [at for j, at in data.mining if j == i]
-        assert starts == list(range(0, len(audio) - n + 1, hop))  # every 0.1 s, inside the recording
+        assert starts == list(range(0, length - n + 1, hop))  # every 0.1 s, inside the recording
     assert data.mining_x.shape == (len(data.mining), data.frontend.clip_frames, data.frontend.n_mfcc)
     base = augmented_features(data, config, epoch=1)
     extended = augmented_features(data, config, epoch=1, hard=data.mining[:5])
@@ -333,30 +335,30 @@ def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
 
 
 def test_sequences_join_examples_and_weigh_each_frame() -> None:
-    from kws.train import sequences
+    from kws.train import TrainConfig, epoch_batches, sequence_targets
 
-    rng = np.random.default_rng(0)
     n, frames, settle = 7, 10, 3
-    x = np.arange(n)[:, None, None] * np.ones((n, frames, 2))  # every frame holds its example's index
+    config = TrainConfig(data="", sequence_clips=3, batch_size=2)
+    batches = epoch_batches(n, config, epoch=0)
+    assert batches.shape == (1, 2, 3)  # 7 examples: two sequences of 3, the 7th sits out
+    assert len(set(batches.ravel())) == 6 and set(batches.ravel()) <= set(range(n))
+    assert not np.array_equal(batches, epoch_batches(n, config, epoch=1))  # a new order each epoch
     y = np.array([2, 1, 0, 3, 2, 1, 3])  # labels 0 and 1 are silence and unknown
     weights = np.array([0.5, 4.0, 1.0, 2.0])
-    xs, ys, ws = sequences(x, y, weights, [0, 1], 3, settle, rng)
-    assert xs.shape == (2, 30, 2) and ys.shape == ws.shape == (2, 30)  # the 7th example sits out
-    seen = []
+    labels = y[batches[0]]
+    ys, ws = sequence_targets(labels, weights, [0, 1], frames, settle)
+    assert ys.shape == ws.shape == (2, 30)
     for s in range(2):
         for k in range(3):
             part = slice(k * frames, (k + 1) * frames)
-            example = int(xs[s, part][0, 0])
-            seen.append(example)
-            assert np.all(xs[s, part] == example) and np.all(ys[s, part] == y[example])
+            assert np.all(ys[s, part] == labels[s, k])
             w = ws[s, part]
-            assert w[-1] == weights[y[example]]  # every example: its label's weight at its last frame
-            if y[example] in (0, 1):  # silence and unknown: also every frame after the settling time
+            assert w[-1] == weights[labels[s, k]]  # every example: its label's weight at its last frame
+            if labels[s, k] in (0, 1):  # silence and unknown: also every frame after the settling time
                 assert np.all(w[:settle] == 0) and np.all(w[settle:-1] > 0)
-                assert w[settle:-1].sum() == pytest.approx(weights[y[example]])
+                assert w[settle:-1].sum() == pytest.approx(weights[labels[s, k]])
             else:
                 assert np.all(w[:-1] == 0)
-    assert len(set(seen)) == 6
 
 
 def test_a_sequence_model_shares_the_clip_models_weights_and_outputs() -> None:
