@@ -27,6 +27,7 @@ from kws import __version__
 from kws.data import DEFAULT_KEYWORDS
 from kws.errors import KwsError
 from kws.features import FRONTENDS
+from kws.inputs import DEFAULT_INPUT_WORKERS, DISTRIBUTE
 
 if TYPE_CHECKING:
     from kws.stream import Detection, Detector
@@ -96,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         patience=args.patience,
         units=args.units,
+        dropout=args.dropout,
         seed=args.seed,
         frontend=dataclasses.replace(FRONTENDS[args.frontend], n_mfcc=args.n_mfcc),
     )
@@ -109,7 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         tune_minutes=args.tune_minutes,
         target_false_alarms_per_hour=DEFAULT_TARGET_FA if args.target_fa is None else args.target_fa,
+        input_workers=args.input_workers,
+        distribute=args.distribute,
     )
+    if report is None:  # a worker of a cluster other than the chief
+        print(f"trained {config.arch} as a worker; the chief wrote the models", file=sys.stderr)
+        return 0
     main_set = report.main_set
     print(f"trained {config.arch} in {report.state.train_seconds / 60:.1f} min; models in {args.out}")
     for name, value in report.accuracy[main_set].items():
@@ -400,6 +407,14 @@ def _probability(text: str) -> float:
     return float(value)
 
 
+def _dropout(text: str) -> float:
+    """An argparse type: a dropout rate, from 0 to below 1."""
+    value = _positive(float, allow_zero=True)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be below 1, not {text}")
+    return float(value)
+
+
 def _device(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
@@ -553,8 +568,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=_positive(int), default=10, help="epochs without progress before stopping"
     )
     train.add_argument("--units", type=_positive(int), default=80, help="recurrent units per layer")
+    train.add_argument(
+        "--dropout", type=_dropout, default=0.2, help="dropout rate, 0 to below 1 (default 0.2)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--input-workers",
+        type=_positive(int, allow_zero=True),
+        default=DEFAULT_INPUT_WORKERS,
+        help=f"processes computing the augmented features beside training (default {DEFAULT_INPUT_WORKERS}: "
+        "one a core; 0: in the training process)",
+    )
+    train.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE,
+        default="none",
+        help="none: one device; mirrored: every local GPU (else the CPU); multiworker: the machines "
+        "in $TF_CONFIG, each running this same command (the chief writes --out); --batch-size is the "
+        "global batch",
+    )
     train.add_argument("--benchmark", type=Path, help="also report accuracy on this data folder's test clips")
     train.add_argument(
         "--tune-minutes",

@@ -18,6 +18,7 @@ for it, in order, with prefetching.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from kws.images import ImageStore, audio_image, augment_images, image_features, 
 if TYPE_CHECKING:
     import tensorflow as tf
 
+# Feature processes beside the training process: one a core (they overlap with training).
+DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
+# Training on one device, every local GPU, or several machines (kws.train.make_strategy).
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 # Where an example comes from (Refs.source).
 IMAGE, CLIP, NEGATIVE = 0, 1, 2
 # Random streams of an epoch: numpy.random.default_rng([seed, epoch, stream, ...]).

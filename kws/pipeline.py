@@ -18,12 +18,12 @@ from kws.artifact import KERAS_FILE, RUN_FILES
 from kws.convert import convert_models, save_keras
 from kws.errors import KwsError
 from kws.fileio import write_bytes_atomic, write_text_atomic
+from kws.inputs import DEFAULT_INPUT_WORKERS
 from kws.report import TrainReport, measure, write_report
 from kws.runtime import runner_from_bytes
 from kws.streameval import DEFAULT_TARGET_FA, tune_detector, tuned
 from kws.train import (
     CHECKPOINT_DIR,
-    DEFAULT_INPUT_WORKERS,
     TrainConfig,
     calibration_set,
     check_finetune_source,
@@ -94,7 +94,13 @@ def run(
     if chief:
         write_text_atomic(run_dir / CHECKPOINT_DIR / "config.json", json.dumps(config.to_dict(), indent=1))
     model, state, interrupted = fit(
-        config, data, run_dir, resume=resume, progress=progress, input_workers=input_workers, strategy=strategy
+        config,
+        data,
+        run_dir,
+        resume=resume,
+        progress=progress,
+        input_workers=input_workers,
+        strategy=strategy,
     )
     if not chief:
         return None

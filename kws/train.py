@@ -52,6 +52,7 @@ from kws.fileio import atomic_path, write_text_atomic
 from kws.images import cached_images, row_step
 from kws.inputs import (
     CLIP,
+    DISTRIBUTE,
     IMAGE,
     NEGATIVE,
     ORDER_STREAM,
@@ -514,11 +515,6 @@ def _save_checkpoint(model: keras.Model, state: TrainState, ckpt: Path, best: bo
             with atomic_path(ckpt / "best_weights.h5", suffix=".h5") as tmp:
                 model.save_weights(tmp)
         write_text_atomic(ckpt / "state.json", json.dumps(dataclasses.asdict(state), indent=1))
-
-
-DISTRIBUTE = ("none", "mirrored", "multiworker")
-# Feature processes beside the training process: one a core (they overlap with training).
-DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
 
 
 def make_strategy(distribute: str) -> tf.distribute.Strategy:
