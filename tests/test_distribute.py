@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def _free_port() -> int:
 
 
 def test_two_workers_train_as_one_worker_does(
-    small_speech_commands: Path, tmp_path: Path, record_property: pytest.RecordProperty
+    small_speech_commands: Path, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     def train(out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         command = [
