@@ -284,6 +284,65 @@ def energy_to_pixels(energy: np.ndarray, frontend: FrontendConfig) -> np.ndarray
     return np.minimum(np.float32(10.0) * np.log1p(energy / frontend.log_floor), PIXEL_MAX).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ImageAugmentation:
+    """Drawn parameters of :func:`augment_images`, one entry an image (``noise`` -1: none)."""
+
+    gain: np.ndarray  # power factor
+    noise: np.ndarray  # index into the noise images, or -1
+    snr_db: np.ndarray
+    shift: np.ndarray  # rows
+
+    @staticmethod
+    def concat(parts: Sequence[ImageAugmentation]) -> ImageAugmentation:
+        fields = ("gain", "noise", "snr_db", "shift")
+        return ImageAugmentation(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
+def draw_image_augmentation(
+    rng: np.random.Generator,
+    n: int,
+    noise_images: int,
+    *,
+    gain_db: float,
+    noise_probability: float,
+    snr_db: tuple[float, float],
+    max_shift_rows: int,
+) -> ImageAugmentation:
+    """The random part of :func:`augment_images` for ``n`` images (``noise_images`` to choose from)."""
+    gain = 10 ** (rng.uniform(-gain_db, gain_db, n) / 10)
+    noise, snr = np.full(n, -1), np.zeros(n)
+    if noise_images:
+        mixed = rng.uniform(size=n) < noise_probability
+        noise = np.where(mixed, rng.integers(0, noise_images, n), -1)
+        snr = rng.uniform(*snr_db, n)
+    return ImageAugmentation(gain, noise, snr, rng.integers(-max_shift_rows, max_shift_rows + 1, n))
+
+
+def apply_image_augmentation(
+    pixels: np.ndarray, augmentation: ImageAugmentation, frontend: FrontendConfig, noise: np.ndarray
+) -> np.ndarray:
+    """The deterministic part of :func:`augment_images`: images with drawn parameters applied."""
+    energy = pixels_to_energy(pixels, frontend)
+    energy *= augmentation.gain[:, None, None].astype(np.float32)
+    mixed = augmentation.noise >= 0
+    if mixed.any():
+        noise_energy = pixels_to_energy(noise[np.maximum(augmentation.noise, 0)], frontend)
+        clip_level = energy.mean(axis=(1, 2))
+        noise_level = np.maximum(noise_energy.mean(axis=(1, 2)), 1e-30)
+        scale = clip_level / noise_level / 10 ** (augmentation.snr_db / 10)
+        energy += (noise_energy * (scale * mixed)[:, None, None]).astype(np.float32)
+    out = energy_to_pixels(energy, frontend)
+    for i, shift in enumerate(augmentation.shift):
+        if shift:
+            out[i] = np.roll(out[i], shift, axis=0)
+            if shift > 0:
+                out[i, :shift] = 0
+            else:
+                out[i, shift:] = 0
+    return out
+
+
 def augment_images(
     pixels: np.ndarray,
     rng: np.random.Generator,
@@ -318,28 +377,16 @@ def augment_images(
     -------
     np.ndarray, float32, same shape
     """
-    n = len(pixels)
-    energy = pixels_to_energy(pixels, frontend)
-    gain = 10 ** (rng.uniform(-gain_db, gain_db, n) / 10)
-    energy *= gain[:, None, None].astype(np.float32)
-    if len(noise):
-        mixed = rng.uniform(size=n) < noise_probability
-        chosen = noise[rng.integers(0, len(noise), n)]
-        noise_energy = pixels_to_energy(chosen, frontend)
-        clip_level = energy.mean(axis=(1, 2))
-        noise_level = np.maximum(noise_energy.mean(axis=(1, 2)), 1e-30)
-        scale = clip_level / noise_level / 10 ** (rng.uniform(*snr_db, n) / 10)
-        energy += (noise_energy * (scale * mixed)[:, None, None]).astype(np.float32)
-    out = energy_to_pixels(energy, frontend)
-    shifts = rng.integers(-max_shift_rows, max_shift_rows + 1, n)
-    for i, shift in enumerate(shifts):
-        if shift:
-            out[i] = np.roll(out[i], shift, axis=0)
-            if shift > 0:
-                out[i, :shift] = 0
-            else:
-                out[i, shift:] = 0
-    return out
+    augmentation = draw_image_augmentation(
+        rng,
+        len(pixels),
+        len(noise),
+        gain_db=gain_db,
+        noise_probability=noise_probability,
+        snr_db=snr_db,
+        max_shift_rows=max_shift_rows,
+    )
+    return apply_image_augmentation(pixels, augmentation, frontend, noise)
 
 
 def image_features(pixels: np.ndarray, phases: np.ndarray, frontend: FrontendConfig) -> np.ndarray:

@@ -31,7 +31,16 @@ from kws.audio import load_audio
 from kws.augment import AugmentConfig, augment_clip, mask_features
 from kws.data import Example, load_example
 from kws.features import FrontendConfig, clip_features, clip_log_mel, log_mel_to_cepstra
-from kws.images import ImageStore, audio_image, augment_images, image_features, row_frontend, row_step
+from kws.images import (
+    ImageAugmentation,
+    ImageStore,
+    apply_image_augmentation,
+    audio_image,
+    draw_image_augmentation,
+    image_features,
+    row_frontend,
+    row_step,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -154,37 +163,52 @@ def example_features(
     out = np.empty((len(refs), frontend.clip_frames, frontend.n_mfcc), np.float32)
     positions = np.arange(len(refs)) if positions is None else positions
     augment = sources.augment
-    for i, (source, index, start) in enumerate(zip(refs.source, refs.index, refs.start, strict=True)):
-        rng = None if seed is None else example_rng(seed, epoch, int(positions[i]))
-        if source == IMAGE:
-            assert sources.images is not None
-            pixels = sources.images.pixels()[index][None]
-            if rng is None:
-                out[i] = image_features(pixels, np.zeros(1, int), frontend)[0]
-                continue
-            pixels = augment_images(
-                pixels,
-                rng,
-                frontend,
-                sources.noise_pixels,
-                gain_db=augment.gain_db,
-                noise_probability=augment.noise_probability,
-                snr_db=augment.snr_db,
-                max_shift_rows=round(augment.time_shift_ms / row_frontend(frontend).hop_ms),
-            )
-            features = image_features(pixels, rng.integers(0, row_step(frontend), 1), frontend)[0]
-        else:
-            audio = _audio(sources, source, index, start, frontend)
-            if rng is None:
-                out[i] = clip_features(audio, frontend)
-                continue
-            augmented = augment_clip(audio, rng, sources.noise_files, augment)
-            if sources.images is None:
-                features = clip_features(augmented, frontend)
-            else:  # audio made an image first, as the images were
-                phase = rng.integers(0, row_step(frontend), 1)
-                features = image_features(audio_image(augmented, frontend)[None], phase, frontend)[0]
-        out[i] = mask_features(features, rng, augment)
+    step = row_step(frontend)
+    rngs = [None if seed is None else example_rng(seed, epoch, int(p)) for p in positions]
+    # Images: each one's parameters drawn from its own generator, then applied all at once.
+    images = np.flatnonzero(refs.source == IMAGE)
+    if len(images):
+        assert sources.images is not None
+        order = np.argsort(refs.index[images])  # the memory map read in file order
+        pixels = np.empty((len(images), *sources.images.pixels().shape[1:]), np.uint8)
+        pixels[order] = sources.images.pixels()[refs.index[images][order]]
+        phases = np.zeros(len(images), int)
+        if seed is not None:
+            shift_rows = round(augment.time_shift_ms / row_frontend(frontend).hop_ms)
+            drawn = []
+            for k, i in enumerate(images):
+                rng = rngs[i]
+                assert rng is not None
+                drawn.append(
+                    draw_image_augmentation(
+                        rng,
+                        1,
+                        len(sources.noise_pixels),
+                        gain_db=augment.gain_db,
+                        noise_probability=augment.noise_probability,
+                        snr_db=augment.snr_db,
+                        max_shift_rows=shift_rows,
+                    )
+                )
+                phases[k] = rng.integers(0, step)
+            augmentation = ImageAugmentation.concat(drawn)
+            pixels = apply_image_augmentation(pixels, augmentation, frontend, sources.noise_pixels)
+        out[images] = image_features(pixels, phases, frontend)
+    for i in np.flatnonzero(refs.source != IMAGE):
+        audio = _audio(sources, refs.source[i], refs.index[i], refs.start[i], frontend)
+        rng = rngs[i]
+        if rng is None:
+            out[i] = clip_features(audio, frontend)
+            continue
+        augmented = augment_clip(audio, rng, sources.noise_files, augment)
+        if sources.images is None:
+            out[i] = clip_features(augmented, frontend)
+        else:  # audio made an image first, as the images were
+            phase = rng.integers(0, step, 1)
+            out[i] = image_features(audio_image(augmented, frontend)[None], phase, frontend)[0]
+    for k, generator in enumerate(rngs):  # the masks last, each from its example's generator
+        if generator is not None:
+            out[k] = mask_features(out[k], generator, augment)
     return out
 
 

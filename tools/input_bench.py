@@ -1,15 +1,18 @@
 """Training input benchmark: augmented examples a second and peak memory, on the data as
 it is and on 10x and 100x copies of it (hard links under new names).
 
-    python tools/input_bench.py --data ../shared/data/speech_commands [--scales 1 10 100] [--json]
+    python tools/input_bench.py --data ../shared/data/speech_commands [--scales 1 10 100]
+        [--workers 1 2] [--steps 300] [--before CHECKOUT] [--json]
 
 Each measurement runs in a process of its own: ``kws.train.prepare_data`` for the audio
-source of the official layout (no images, no negatives), then one epoch of augmented
-training features (``kws.train.augmented_features``, what ``fit`` computes before each
-epoch's first step). It reports the seconds of each, the examples a second of the
-augmentation, and the process's peak resident memory. A scale whose clips would not fit
-in the machine's memory (they are all held at once, as float32) is not run; its need is
-reported instead.
+source of the official layout (no images, no negatives), then the first ``--steps``
+batches of epoch 0 as ``kws train`` streams them (``tf.data``, features from
+``--workers`` worker processes), without the model. It reports the seconds of each, the
+examples a second, and the peak resident memory of the process and its workers together
+(sampled every 50 ms). With ``--before``, a checkout of kws from before the streaming
+pipeline (its ``kws/`` is imported instead), that loop is measured too: epoch 0's features
+computed whole, up front, in one process, as its ``fit`` did; a scale whose clips (all
+held in memory then) would not fit is skipped for it.
 
 The copies keep the official splits' proportions: a copy of a validation or testing clip
 is listed in the copy's ``validation_list.txt`` or ``testing_list.txt``. They are made in
@@ -31,8 +34,36 @@ from kws.data import BACKGROUND_DIR
 
 CLIP_BYTES = 16000 * 4  # a 1-s clip at 16 kHz as float32
 
-MEASURE = """
-import json, resource, sys, time
+# Peak resident memory of the process and its children, sampled in a thread.
+PEAK = """
+import os, threading, time
+peak = [0]
+def rss(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+def children(pid):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        return [int(c) for t in tasks for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except OSError:
+        return []
+def sample():
+    while True:
+        me = os.getpid()
+        peak[0] = max(peak[0], rss(me) + sum(rss(c) for c in children(me)))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+"""
+
+LOOP = (
+    PEAK
+    + """
+import json, sys
 from kws.train import TrainConfig, augmented_features, prepare_data
 config = TrainConfig(data=sys.argv[1])
 start = time.monotonic()
@@ -40,14 +71,36 @@ data = prepare_data(config, progress=False)
 prepared = time.monotonic()
 x = augmented_features(data, config, 0)
 done = time.monotonic()
-print(json.dumps({
-    "train_examples": len(x),
-    "prepare_s": round(prepared - start, 1),
-    "augment_s": round(done - prepared, 1),
-    "examples_per_s": round(len(x) / (done - prepared), 1),
-    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-}))
+print(json.dumps({"examples": len(x), "prepare_s": round(prepared - start, 1), "input_s": round(done - prepared, 1),
+    "examples_per_s": round(len(x) / (done - prepared), 1), "peak_rss_mb": round(peak[0] / 2**20)}))
 """
+)
+
+PIPELINE = (
+    PEAK
+    + """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from kws.inputs import Workers
+from kws.train import TrainConfig, _EpochInput, epoch_batches, epoch_examples, prepare_data
+if __name__ == "__main__":
+    config, workers, steps = TrainConfig(data=sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    start = time.monotonic()
+    data = prepare_data(config, progress=False, input_workers=workers)
+    prepared = time.monotonic()
+    refs, y = epoch_examples(data, config, 0)
+    batches = epoch_batches(len(refs), config, 0)[:steps]
+    weights = np.ones(len(data.labels), np.float32)
+    with Workers(data.sources, workers) as pool:
+        started = time.monotonic()
+        epoch = _EpochInput(pool, data, config, 0, refs, y, batches, weights)
+        count = sum(len(x) for x, _, _ in epoch.batches_of(tf.distribute.InputContext()))
+        done = time.monotonic()
+    print(json.dumps({"examples": count, "prepare_s": round(prepared - start, 1), "input_s": round(done - started, 1),
+        "examples_per_s": round(count / (done - started), 1), "peak_rss_mb": round(peak[0] / 2**20)}))
+"""
+)
 
 
 def scaled_copy(data: Path, scale: int, dest: Path) -> Path:
@@ -87,10 +140,14 @@ def available_bytes() -> int:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def measure(data: Path) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(data)], capture_output=True, text=True, check=False
-    )
+def measure(script: str, *args: str, before: Path | None = None) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(before)} if before is not None else None
+    with tempfile.NamedTemporaryFile("w", suffix=".py") as file:  # a file: spawned workers import it
+        file.write(script)
+        file.flush()
+        run = subprocess.run(
+            [sys.executable, file.name, *args], capture_output=True, text=True, check=False, env=env
+        )
     if run.returncode != 0:
         return {
             "error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
@@ -103,6 +160,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="Speech Commands folder (official layout)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="input worker processes")
+    parser.add_argument("--steps", type=int, default=300, help="batches of 64 streamed")
+    parser.add_argument("--before", type=Path, help="a kws checkout from before the pipeline: its loop too")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = []
@@ -110,18 +170,24 @@ def main() -> int:
         for scale in args.scales:
             data = args.data if scale == 1 else scaled_copy(args.data, scale, Path(tmp) / f"x{scale}")
             clips = clip_count(data)
-            need = clips * CLIP_BYTES
-            row: dict[str, Any] = {"scale": scale, "clips": clips, "clips_gb": round(need / 1e9, 2)}
-            available = available_bytes()
-            if need > 0.8 * available:
-                row["skipped"] = (
-                    f"its clips need {need / 1e9:.1f} GB, over 80% of the {available / 1e9:.1f} GB available"
-                )
-            else:
-                row |= measure(data)
-            results.append(row)
-            if not args.json:
-                print(row, flush=True)
+            runs: list[tuple[str, str, tuple[str, ...]]] = [
+                (f"pipeline, {w} workers", PIPELINE, (str(data), str(w), str(args.steps)))
+                for w in args.workers
+            ]
+            if args.before is not None:
+                runs.insert(0, ("loop before", LOOP, (str(data),)))
+            for name, script, script_args in runs:
+                row: dict[str, Any] = {"scale": scale, "clips": clips, "input": name}
+                need, available = clips * CLIP_BYTES, available_bytes()
+                if script is LOOP and need > 0.8 * available:
+                    row["skipped"] = (
+                        f"its clips need {need / 1e9:.1f} GB, over 80% of the {available / 1e9:.1f} GB available"
+                    )
+                else:
+                    row |= measure(script, *script_args, before=args.before if script is LOOP else None)
+                results.append(row)
+                if not args.json:
+                    print(row, flush=True)
     if args.json:
         print(json.dumps(results, indent=1))
     return 0
