@@ -87,7 +87,7 @@ def run(
     run_dir = Path(run_dir)
     if resume:
         check_resume(config, run_dir)
-    elif (run_dir / CHECKPOINT_DIR).exists():
+    elif chief and (run_dir / CHECKPOINT_DIR).exists():  # other workers write nothing there
         raise KwsError(f"{run_dir}: holds a previous run; use --resume to continue it, or another --out")
     source = check_finetune_source(config) if config.finetune_from is not None else None
     data = prepare_data(config, progress=progress, normalised=source, input_workers=input_workers)

@@ -2,8 +2,10 @@
 the whole of ``kws train``: conversion, tuning and the report come after).
 
 Each epoch sees a fresh augmentation of every training clip (speed, shift, gain, noise,
-then SpecAugment masks on the features). The learning rate follows a cosine schedule
-computed from the epoch number, and the random streams are seeded per epoch, so a run
+then SpecAugment masks on the features), streamed to the model batch by batch from worker
+processes (:mod:`kws.inputs`); a strategy (``--distribute``) shares each batch among
+replicas and machines. The learning rate follows a cosine schedule computed from the
+epoch number, and the random streams are seeded per epoch (and per example), so a run
 resumed from its checkpoint continues exactly as if it had not stopped. Early stopping
 watches validation accuracy and the best epoch's weights are the ones exported.
 
@@ -467,15 +469,17 @@ def class_weights(y: np.ndarray, n_labels: int, boost: dict[int, float] | None =
 
 
 class _BatchProgress(keras.callbacks.Callback):
-    """A tqdm bar per epoch with the running loss and accuracy."""
+    """A tqdm bar per epoch with the running loss and accuracy (``metrics`` False: the bar only;
+    tf-keras's per-batch logs of a multi-worker run are summed over replicas, not means)."""
 
-    def __init__(self, bar: tqdm) -> None:
+    def __init__(self, bar: tqdm, metrics: bool = True) -> None:
         super().__init__()
         self.bar = bar
+        self.metrics = metrics
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         self.bar.update(1)
-        if logs:
+        if logs and self.metrics:
             self.bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.3f}")
 
 
@@ -622,6 +626,11 @@ def fit(
 
     strategy = strategy or tf.distribute.get_strategy()
     distributed = strategy is not tf.distribute.get_strategy()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise KwsError(
+            f"--batch-size {config.batch_size}: the global batch must divide evenly among the "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
     chief = is_chief(strategy)
     ckpt = run_dir / CHECKPOINT_DIR
     # Other workers save too (saving may need every worker), where nobody reads it.
@@ -695,7 +704,7 @@ def fit(
                         epochs=1,
                         steps_per_epoch=len(batches),
                         verbose=0,
-                        callbacks=[_BatchProgress(bar)],
+                        callbacks=[_BatchProgress(bar, metrics=not distributed)],
                     )
                 if distributed:
                     local.set_weights(model.get_weights())

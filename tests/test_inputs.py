@@ -91,3 +91,25 @@ def test_replicas_and_machines_share_each_global_batch_without_overlap(
         np.testing.assert_array_equal(np.concatenate([halves[0][k][1], halves[1][k][1]]), labels)
         np.testing.assert_array_equal(np.concatenate([turns[2 * k][0], turns[2 * k + 1][0]]), x)
         np.testing.assert_array_equal(labels, y[batches[k, :, 0]])
+
+
+def test_distribution_settings_that_cannot_work_are_refused_in_one_line(
+    config: TrainConfig, data: TrainingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from kws.errors import KwsError
+    from kws.train import fit, make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(KwsError, match="needs TF_CONFIG on every machine"):
+        make_strategy("multiworker")
+    with pytest.raises(KwsError, match="choose one of none, mirrored, multiworker"):
+        make_strategy("parameter-server")
+
+    class TwoReplicas:  # stands in for a strategy over two devices: refused before it is used
+        num_replicas_in_sync = 2
+
+    odd = dataclasses.replace(config, batch_size=33)
+    with pytest.raises(KwsError, match="--batch-size 33: the global batch must divide evenly among the 2"):
+        fit(odd, data, tmp_path, progress=False, strategy=TwoReplicas())  # type: ignore[arg-type]
