@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from kws.audio import load_audio
 from kws.augment import AugmentConfig, augment_clip, mask_features
-from kws.data import Example, load_example
+from kws.data import Example, NoiseSlice, load_example
 from kws.features import FrontendConfig, clip_features, clip_log_mel, log_mel_to_cepstra
 from kws.images import (
     ImageAugmentation,
@@ -58,14 +59,62 @@ EXAMPLE_STREAM = 5  # one generator per example: [seed, epoch, EXAMPLE_STREAM, p
 
 
 @dataclass(frozen=True)
+class ClipTable:
+    """Examples of an audio data set as flat arrays, a few dozen bytes a clip (Python objects
+    for a million clips would take gigabytes, in every worker).
+
+    A clip is ``names[offsets[i]:offsets[i + 1]]`` (UTF-8, relative to ``root``), or, where
+    that is empty, generated silence: ``noise_files[noise[i]]`` from ``start[i]`` in its
+    ``split`` region at level ``rms[i]`` (:class:`kws.data.NoiseSlice`).
+    """
+
+    root: Path
+    names: bytes
+    offsets: np.ndarray
+    noise_files: tuple[Path, ...]
+    noise: np.ndarray
+    start: np.ndarray
+    rms: np.ndarray
+    split: tuple[str, ...]  # of each silence slice: "train" or "validation"
+
+    @staticmethod
+    def of(chosen: Sequence[Example], root: Path, noise_files: Sequence[Path]) -> ClipTable:
+        names = [b"" if e.path is None else str(e.path.relative_to(root)).encode() for e in chosen]
+        noise = [e.noise for e in chosen]
+        files = list(noise_files)
+        return ClipTable(
+            root,
+            b"".join(names),
+            np.cumsum([0, *map(len, names)], dtype=np.int64),
+            tuple(files),
+            np.array([-1 if n is None else files.index(n.path) for n in noise], np.int16),
+            np.array([0 if n is None else n.start for n in noise], np.int64),
+            np.array([0.0 if n is None else n.rms for n in noise], np.float64),
+            tuple(sorted({n.split for n in noise if n is not None})),
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> Example:
+        name = self.names[self.offsets[i] : self.offsets[i + 1]].decode()
+        if name:
+            return Example("", self.root / name)
+        (split,) = self.split  # silence of one split a table
+        slice_ = NoiseSlice(self.noise_files[self.noise[i]], split, int(self.start[i]), float(self.rms[i]))
+        return Example("", noise=slice_)
+
+
+@dataclass(frozen=True)
 class Sources:
     """What examples are read from: file names, the image store and settings only (each
     worker process gets a copy when it starts).
 
     Parameters
     ----------
-    clips : tuple of Example
-        Training clips (or generated silence) of the audio data set.
+    clips : sequence of ClipTable
+        The audio data set's clips (or generated silence), a table a split: an example's
+        index counts through them in order.
     negatives : tuple of path
         Training recordings of non-keyword speech.
     images : ImageStore or None
@@ -77,7 +126,7 @@ class Sources:
     augment : AugmentConfig
     """
 
-    clips: tuple[Example, ...]
+    clips: tuple[ClipTable, ...]
     negatives: tuple[Path, ...]
     images: ImageStore | None
     noise_pixels: np.ndarray
@@ -120,7 +169,11 @@ def example_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
 def _audio(sources: Sources, source: int, index: int, start: int, frontend: FrontendConfig) -> np.ndarray:
     n, rate = frontend.clip_samples, frontend.sample_rate
     if source == CLIP:
-        return load_example(sources.clips[index], n, rate)
+        for table in sources.clips:
+            if index < len(table):
+                return load_example(table[index], n, rate)
+            index -= len(table)
+        raise IndexError("clip index out of range")
     return load_audio(sources.negatives[index], rate)[start : start + n]
 
 
@@ -225,6 +278,20 @@ def raw_cepstra(sources: Sources, refs: Refs, frontend: FrontendConfig) -> np.nd
             log_mel = clip_log_mel(_audio(sources, source, index, start, frontend), frontend)
             out[i] = log_mel_to_cepstra(log_mel[None], frontend)[0]
     return out
+
+
+def on_disk(chunks: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 arrays of ``shape`` after the first axis, concatenated into an unnamed
+    temporary file and memory-mapped read-only: held by the page cache, not the process."""
+    with tempfile.TemporaryFile(prefix="kws-features-") as file:  # the map outlives the file object
+        count = 0
+        for chunk in chunks:
+            file.write(np.ascontiguousarray(chunk, np.float32).tobytes())
+            count += len(chunk)
+        if not count:
+            return np.zeros((0, *shape), np.float32)
+        file.flush()
+        return np.memmap(file, np.float32, "r", shape=(count, *shape))
 
 
 _worker_sources: Sources | None = None  # a worker process's copy

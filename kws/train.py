@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -59,12 +61,14 @@ from kws.inputs import (
     NEGATIVE,
     ORDER_STREAM,
     WINDOW_STREAM,
+    ClipTable,
     Refs,
     Sources,
     Workers,
     audio_lengths,
     batch_dataset,
     example_features,
+    on_disk,
     raw_cepstra,
 )
 from kws.model import build, copy_weights, keras, save_h5
@@ -200,7 +204,7 @@ class TrainingData:
     refs: Refs
     refs_y: np.ndarray
     negative_lengths: np.ndarray  # samples of each training negative recording
-    val_x: np.ndarray  # (m, frames, n_mfcc)
+    val_x: np.ndarray  # (m, frames, n_mfcc), memory-mapped from a temporary file
     val_y: np.ndarray
     val_sources: dict[str, slice]
     negative_hop: int | None  # samples between a negative recording's training windows
@@ -230,6 +234,27 @@ class TrainingData:
         return np.concatenate([self.refs_y, np.full(windows, self.labels.index(UNKNOWN))]).astype(int)
 
 
+def _clip_tables(
+    config: TrainConfig, clip_samples: int
+) -> tuple[tuple[ClipTable, ...], np.ndarray, tuple[Path, ...]]:
+    """The audio data set's train and validation examples (:class:`kws.inputs.ClipTable`), their
+    labels, and its noise recordings."""
+    index = scan(config.data)
+    if index.layout != "speech_commands":
+        raise KwsError(
+            f"{config.data}: training needs the official Speech Commands layout with a train split"
+        )
+    labels = labels_for(config.keywords)
+    tables, label_ids = [], []
+    for split in ("train", "validation"):
+        chosen = examples(index, split, config.keywords, clip_samples=clip_samples, seed=config.seed)
+        if not chosen:
+            raise KwsError(f"{config.data}: no {split} clips")
+        tables.append(ClipTable.of(chosen, index.root, index.noise_files))
+        label_ids += [labels.index(e.label) for e in chosen]
+    return tuple(tables), np.array(label_ids), tuple(index.noise_files)
+
+
 def prepare_data(
     config: TrainConfig,
     *,
@@ -244,23 +269,16 @@ def prepare_data(
     (fine-tuning keeps its source run's). ``input_workers``: processes computing features
     (:class:`kws.inputs.Workers`; 0: this one).
     """
-    index = scan(config.data)
-    if index.layout != "speech_commands":
-        raise KwsError(
-            f"{config.data}: training needs the official Speech Commands layout with a train split"
-        )
     labels = labels_for(config.keywords)
     frontend = dataclasses.replace(config.frontend, mean=None, std=None)
     n = frontend.clip_samples
-    splits = {}
-    for split in ("train", "validation"):
-        splits[split] = examples(index, split, config.keywords, clip_samples=n, seed=config.seed)
-        if not splits[split]:
-            raise KwsError(f"{config.data}: no {split} clips")
-    clips = splits["train"] + splits["validation"]
-    clip_y = np.array([labels.index(e.label) for e in clips])
-    train_clips = np.arange(len(splits["train"]))
-    val_clips = np.arange(len(splits["train"]), len(clips))
+    if input_workers:  # the index's million little objects live and die in another process
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as indexer:
+            clips, clip_y, noise_files = indexer.submit(_clip_tables, config, n).result()
+    else:
+        clips, clip_y, noise_files = _clip_tables(config, n)
+    train_clips = np.arange(len(clips[0]))
+    val_clips = np.arange(len(clips[0]), len(clip_y))
 
     store = None
     train_rows = val_rows = np.zeros(0, dtype=np.int64)
@@ -282,9 +300,7 @@ def prepare_data(
         for path in negative_files(folder, config.keywords):
             (val_negatives if held_out_negative(path) else train_negatives).append(path)
     negatives = train_negatives + val_negatives
-    sources = Sources(
-        tuple(clips), tuple(negatives), store, noise_pixels, tuple(index.noise_files), config.augment
-    )
+    sources = Sources(clips, tuple(negatives), store, noise_pixels, noise_files, config.augment)
     with Workers(sources, input_workers) as workers:
         everything = Refs.of(NEGATIVE, range(len(negatives)))
         lengths = np.concatenate(
@@ -312,7 +328,7 @@ def prepare_data(
         def features(refs: Refs, what: str) -> np.ndarray:
             parts = workers.chunks(example_features, refs, frontend)
             bar = tqdm(parts, desc=what, total=-(-len(refs) // 256), disable=not progress)
-            return np.concatenate([np.zeros((0, frontend.clip_frames, frontend.n_mfcc), np.float32), *bar])
+            return on_disk(bar, (frontend.clip_frames, frontend.n_mfcc))
 
         hop = round(NEGATIVE_HOP_SECONDS * frontend.sample_rate)
         val_windows = [
@@ -360,10 +376,14 @@ def prepare_data(
     )
 
 
-def clip_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    """Each clip's label probabilities at its last frame (a clip model's output, or a sequence model's last)."""
-    probabilities = model.predict(x, verbose=0, batch_size=256)
-    return probabilities[:, -1] if probabilities.ndim == 3 else probabilities
+def clip_probabilities(model: keras.Model, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Each clip's label probabilities at its last frame (a clip model's output, or a sequence
+    model's last), ``chunk`` clips at a time (``x`` may be a memory map on disk)."""
+    parts = []
+    for start in range(0, len(x), chunk):
+        probabilities = model.predict(np.asarray(x[start : start + chunk]), verbose=0, batch_size=256)
+        parts.append(probabilities[:, -1] if probabilities.ndim == 3 else probabilities)
+    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
 def hard_negatives(model: keras.Model, data: TrainingData, count: int) -> list[tuple[int, int]]:

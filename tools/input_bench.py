@@ -8,8 +8,9 @@ Each measurement runs in a process of its own: ``kws.train.prepare_data`` for th
 source of the official layout (no images, no negatives), then the first ``--steps``
 batches of epoch 0 as ``kws train`` streams them (``tf.data``, features from
 ``--workers`` worker processes), without the model. It reports the seconds of each, the
-examples a second, and the peak resident memory of the process and its workers together
-(sampled every 50 ms). With ``--before``, a checkout of kws from before the streaming
+examples a second, and the peak memory of the process and its workers together (their proportional set
+size: a page shared by n processes counts 1/n each; sampled every 0.2 s; and at the end, the process's and the workers' own) while preparing
+and while streaming. With ``--before``, a checkout of kws from before the streaming
 pipeline (its ``kws/`` is imported instead), that loop is measured too: epoch 0's features
 computed whole, up front, in one process, as its ``fit`` did; a scale whose clips (all
 held in memory then) would not fit is skipped for it.
@@ -34,14 +35,13 @@ from kws.data import BACKGROUND_DIR
 
 CLIP_BYTES = 16000 * 4  # a 1-s clip at 16 kHz as float32
 
-# Peak resident memory of the process and its children, sampled in a thread.
+# Peak memory of the process and its children (proportional set size), sampled in a thread.
 PEAK = """
 import os, threading, time
-peak = [0]
-def rss(pid):
+def rss(pid):  # proportional: a page shared by n processes counts 1/n in each
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -52,11 +52,16 @@ def children(pid):
         return [int(c) for t in tasks for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
     except OSError:
         return []
+phase = ["prepare"]  # the phase whose peak the sampler updates
+peaks = {"prepare": 0, "stream": 0}
+last = {}
 def sample():
     while True:
-        me = os.getpid()
-        peak[0] = max(peak[0], rss(me) + sum(rss(c) for c in children(me)))
-        time.sleep(0.05)
+        me, now = os.getpid(), phase[0]
+        last["parent"] = rss(me)
+        last["workers"] = sum(rss(c) for c in children(me))
+        peaks[now] = max(peaks[now], last["parent"] + last["workers"])
+        time.sleep(0.2)
 threading.Thread(target=sample, daemon=True).start()
 """
 
@@ -69,10 +74,12 @@ config = TrainConfig(data=sys.argv[1])
 start = time.monotonic()
 data = prepare_data(config, progress=False)
 prepared = time.monotonic()
+phase[0] = "stream"
 x = augmented_features(data, config, 0)
 done = time.monotonic()
 print(json.dumps({"examples": len(x), "prepare_s": round(prepared - start, 1), "input_s": round(done - prepared, 1),
-    "examples_per_s": round(len(x) / (done - prepared), 1), "peak_rss_mb": round(peak[0] / 2**20)}))
+    "examples_per_s": round(len(x) / (done - prepared), 1), "prepare_peak_mb": round(peaks["prepare"] / 2**20), "peak_mb": round(peaks["stream"] / 2**20),
+    "end_mb": {k: round(v / 2**20) for k, v in last.items()}}))
 """
 )
 
@@ -80,15 +87,16 @@ PIPELINE = (
     PEAK
     + """
 import json, sys
-import numpy as np
-import tensorflow as tf
-from kws.inputs import Workers
-from kws.train import TrainConfig, _EpochInput, epoch_batches, epoch_examples, prepare_data
-if __name__ == "__main__":
+if __name__ == "__main__":  # spawned workers import this file: not TensorFlow
+    import numpy as np
+    import tensorflow as tf
+    from kws.inputs import Workers
+    from kws.train import TrainConfig, _EpochInput, epoch_batches, epoch_examples, prepare_data
     config, workers, steps = TrainConfig(data=sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     start = time.monotonic()
     data = prepare_data(config, progress=False, input_workers=workers)
     prepared = time.monotonic()
+    phase[0] = "stream"
     refs, y = epoch_examples(data, config, 0)
     batches = epoch_batches(len(refs), config, 0)[:steps]
     weights = np.ones(len(data.labels), np.float32)
@@ -98,7 +106,8 @@ if __name__ == "__main__":
         count = sum(len(x) for x, _, _ in epoch.batches_of(tf.distribute.InputContext()))
         done = time.monotonic()
     print(json.dumps({"examples": count, "prepare_s": round(prepared - start, 1), "input_s": round(done - started, 1),
-        "examples_per_s": round(count / (done - started), 1), "peak_rss_mb": round(peak[0] / 2**20)}))
+        "examples_per_s": round(count / (done - started), 1), "prepare_peak_mb": round(peaks["prepare"] / 2**20), "peak_mb": round(peaks["stream"] / 2**20),
+    "end_mb": {k: round(v / 2**20) for k, v in last.items()}}))
 """
 )
 
