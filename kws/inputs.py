@@ -146,9 +146,9 @@ class Refs:
 
     @staticmethod
     def of(source: int, index: Iterable[int], start: Iterable[int] | None = None) -> Refs:
-        index = np.asarray(list(index), dtype=np.int64)
-        starts = np.zeros(len(index), np.int64) if start is None else np.asarray(list(start), np.int64)
-        return Refs(np.full(len(index), source, np.int8), index, starts)
+        indices = np.fromiter(index, np.int64)  # no Python list of a whole data set's indices
+        starts = np.zeros(len(indices), np.int64) if start is None else np.fromiter(start, np.int64)
+        return Refs(np.full(len(indices), source, np.int8), indices, starts)
 
     @staticmethod
     def concat(parts: Sequence[Refs]) -> Refs:
