@@ -38,7 +38,7 @@ def test_two_workers_train_as_one_worker_does(
         ]
         settings = [
             "--epochs",
-            "8",
+            "3",
             "--units",
             "32",
             "--batch-size",
@@ -79,13 +79,18 @@ def test_two_workers_train_as_one_worker_does(
     single = json.loads((tmp_path / "one" / "report.json").read_text())
     double = json.loads((tmp_path / "two" / "report.json").read_text())  # the chief's, worker 0
     # The same global batches each step, each worker computing half of every batch: without
-    # dropout (random per replica) the same sums, in another order.
-    first = [run["training"]["history"][0] for run in (single, double)]
-    assert first[1]["loss"] == pytest.approx(first[0]["loss"], rel=1e-3), first
-    assert len(double["training"]["history"]) == 8
+    # dropout (random per replica) the same sums, in another order, so the same loss every
+    # epoch (measured: equal to 6 digits), and the same models.
+    histories = [run["training"]["history"] for run in (single, double)]
+    assert len(histories[1]) == len(histories[0]) == 3
+    for one_worker, two_workers in zip(*histories, strict=True):
+        assert two_workers["loss"] == pytest.approx(one_worker["loss"], rel=1e-3), histories
+    assert histories[1][-1]["loss"] < histories[1][0]["loss"] - 0.05  # it learned
     for model in ("float keras", "int8 litert", "int8 tflm"):
         gap = abs(double["accuracy"]["validation"][model] - single["accuracy"]["validation"][model])
         assert gap <= 0.03, (model, single["accuracy"]["validation"], double["accuracy"]["validation"])
+    agreement = [run["tflm_vs_litert"]["int8, validation"]["top1_agreement"] for run in (single, double)]
+    assert abs(agreement[1] - agreement[0]) <= 0.02, agreement  # the chief's files convert alike
     record_property(
         "log",
         "two workers vs one: validation accuracy "
@@ -93,7 +98,6 @@ def test_two_workers_train_as_one_worker_does(
             f"{m} {double['accuracy']['validation'][m]:.3f} vs {single['accuracy']['validation'][m]:.3f}"
             for m in ("float keras", "int8 litert", "int8 tflm")
         )
-        + f"; first epoch's loss {first[1]['loss']:.5f} vs {first[0]['loss']:.5f}",
+        + "; loss by epoch "
+        + ", ".join(f"{b['loss']:.5f} vs {a['loss']:.5f}" for a, b in zip(*histories, strict=True)),
     )
-    assert double["accuracy"]["validation"]["int8 litert"] > 0.25  # it learned (chance: 1/12)
-    assert double["tflm_vs_litert"]["int8, validation"]["top1_agreement"] >= 0.99
