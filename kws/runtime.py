@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
@@ -239,9 +240,14 @@ class LiteRTRunner(Runner):
 
     runtime = "litert"
 
-    def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
+    def __init__(self, path: Path, data: bytes, info: ModelInfo, model: schema.ModelT | None = None) -> None:
+        """``model``: ``data`` already parsed (:func:`kws.artifact.unpack_model`), if the caller has it."""
         self.model_bytes = data
-        small = [s for s in lstm_cell_scales(data, str(path)) if s < MIN_LSTM_CELL_SCALE]
+        small = [
+            s
+            for s in lstm_cell_scales(data if model is None else model, str(path))
+            if s < MIN_LSTM_CELL_SCALE
+        ]
         if small:
             raise ModelError(
                 f"{path}: LiteRT's int8 LSTM computes wrong results for a cell-state scale of 2^{np.log2(small[0]):.0f}; "
@@ -285,9 +291,12 @@ class TFLMRunner(Runner):
 
     runtime = "tflm"
 
-    def __init__(self, path: Path, data: bytes, info: ModelInfo) -> None:
+    def __init__(self, path: Path, data: bytes, info: ModelInfo, model: schema.ModelT | None = None) -> None:
+        """``model``: ``data`` already parsed (:func:`kws.artifact.unpack_model`), if the caller has it."""
         self.model_bytes = data
-        unchecked = sorted(set(tflite_ops(data, str(path))) - set(SHAPE_CHECKED_OPS))
+        unchecked = sorted(
+            set(tflite_ops(data if model is None else model, str(path))) - set(SHAPE_CHECKED_OPS)
+        )
         if unchecked:
             # TFLM takes output shapes on trust (and loops forever on a GRU model's WHILE).
             raise ModelError(
@@ -419,9 +428,9 @@ def runner_from_bytes(data: bytes, path: str | Path, runtime: str = "litert") ->
     path = Path(path)
     if runtime not in ("litert", "tflm"):
         raise ModelError(f"{path}: a .tflite model runs in litert or tflm, not {runtime!r}")
-    verify_model(data, str(path))  # before any interpreter sees the bytes
-    info = read_metadata(data, str(path))
-    return (LiteRTRunner if runtime == "litert" else TFLMRunner)(path, data, info)
+    model = verify_model(data, str(path))  # before any interpreter sees the bytes
+    info = read_metadata(model, str(path))
+    return (LiteRTRunner if runtime == "litert" else TFLMRunner)(path, data, info, model)
 
 
 def check_frontend(info: ModelInfo, frontend: FrontendConfig, source: str = "model") -> None:
