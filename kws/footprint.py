@@ -8,6 +8,8 @@ with, computed in one place.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import re
@@ -15,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from kws.artifact import ModelError, operators, unpack_model
+from kws.fileio import cache_dir, write_text_atomic
 from kws.runtime import _tflm_interpreter
 
 # The host arena is measured with TFLM's reference kernels. On top of it: what CMSIS-NN's
@@ -173,25 +177,35 @@ def _recorded_arena_bytes(data: bytes) -> int:
 
 
 def tflm_arena_bytes(data: bytes, step: int = 16) -> int:
-    """The smallest tensor arena (to ``step`` bytes) in which TFLM loads and invokes the model.
+    """The smallest tensor arena (a multiple of ``step`` bytes) in which TFLM loads and invokes the model.
 
-    Searched upward from the recording allocator's total, which misses some temporary
-    allocations (measured: 32 bytes short for the step LSTM). This is the host figure
-    (64-bit pointers, reference kernels): firmware needs a margin on top (``kws export``).
+    Searched upward from the recording allocator's total (exact for the bundled clip
+    models, 1,696 bytes short for the bundled step LSTM) in growing strides, then halved
+    back; each probe is a subprocess (a short arena crashes TFLM), so the figure is kept
+    in :func:`kws.fileio.cache_dir` by the model's bytes and the TFLM version. This is the
+    host figure (64-bit pointers, reference kernels): firmware needs a margin on top
+    (``kws export``).
     """
+    key = hashlib.sha256(data + f"|{step}|tflite-micro {metadata.version('tflite-micro')}".encode())
+    cached = cache_dir() / "arena" / f"{key.hexdigest()[:32]}.txt"
+    try:
+        return int(cached.read_text())
+    except (OSError, ValueError):
+        pass
     recorded = _recorded_arena_bytes(data)
-    low, high = recorded - step, recorded + 1024  # low: not known to work
-    while not (result := _tflm_runs(data, high))[0]:
+    low = (recorded - step) // step * step  # not known to work
+    stride = step
+    while not (result := _tflm_runs(data, high := low + stride))[0]:
         if high > 16 * recorded + 65536:  # no arena this large is short: something else fails
             last = (result[1].strip().splitlines() or ["no message"])[-1]
             raise ModelError(f"TFLM does not run the model with a {high:,}-byte arena: {last}")
-        low, high = high, high * 2
+        low, stride = high, stride * 2
     while high - low > step:
         mid = (low + high) // 2 // step * step
-        if mid <= low:
-            break
         if _tflm_runs(data, mid)[0]:
             high = mid
         else:
             low = mid
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs a search next time
+        write_text_atomic(cached, str(high))
     return high

@@ -279,3 +279,23 @@ def test_export_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not a folder"):
         export(bundled_model("lstm", "int8_step"), not_a_model)
     assert not (tmp_path / "out").exists()
+
+
+def test_arena_search_is_kept_by_the_models_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kws import footprint
+
+    monkeypatch.setenv("KWS_CACHE_DIR", str(tmp_path))
+    probes: list[int] = []
+    probe = footprint._tflm_runs
+    monkeypatch.setattr(
+        footprint, "_tflm_runs", lambda data, arena: probes.append(arena) or probe(data, arena)
+    )
+    data = bundled_model("lstm", "int8").read_bytes()
+    arena = footprint.tflm_arena_bytes(data)
+    assert probes and probe(data, arena)[0] and not probe(data, arena - 16)[0]  # the smallest, to 16 bytes
+    searched = len(probes)
+    assert footprint.tflm_arena_bytes(data) == arena and len(probes) == searched  # from the cache
+    (cached,) = (tmp_path / "arena").iterdir()
+    cached.write_text("damaged")
+    assert footprint.tflm_arena_bytes(data) == arena and len(probes) > searched  # searched again
+    assert footprint.tflm_arena_bytes(data, step=32) % 32 == 0  # another key
