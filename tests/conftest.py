@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 from helpers import make_tar_gz
 
+# One thread for TensorFlow's ops (and oneDNN's) in every test process and the `kws`
+# processes tests start: pytest-xdist's workers already fill the cores, and the tiny
+# models gain nothing from more. Measured on the tiny run alone: 82 s -> 54 s (103 -> 71 s
+# of CPU), the same models and accuracies to the last digit.
+for _variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 # Fixtures that train a model: every test using one is marked `training`.
 TRAINING_FIXTURES = {"tiny_run"}
 SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
