@@ -117,6 +117,7 @@ def test_kws_listen_reports_the_keywords_played_into_the_microphone(
 
 
 def test_capture_at_another_rate_is_resampled(microphone: str, clips: list[Path]) -> None:
+    clips = clips[:3]  # two keywords and the unknown word: the test above plays them all in real time
     detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
     started = threading.Event()
     player = threading.Thread(target=lambda: (started.wait(10), play(clips)))

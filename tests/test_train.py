@@ -167,8 +167,14 @@ def test_fine_tuning_continues_a_finished_run_or_says_why_not(
         ({"arch": "dscnn"}, "above 1 only for a recurrent model"),  # sequence_clips 2 is the base's
     ]:
         with pytest.raises(KwsError, match=message):
-            run(dataclasses.replace(base, **change), tmp_path / "refused", progress=False, tune_minutes=0)
-    out = run(base, tmp_path / "tuned", progress=False, tune_minutes=0, runtimes=("litert",))
+            run(
+                dataclasses.replace(base, **change),
+                tmp_path / "refused",
+                progress=False,
+                tune_minutes=0,
+                input_workers=0,
+            )
+    out = run(base, tmp_path / "tuned", progress=False, tune_minutes=0, runtimes=("litert",), input_workers=0)
     # One more epoch from the finished run's last checkpoint, chosen anew.
     assert [h["epoch"] for h in out.state.history] == [c["epochs"] + 1]
     assert out.state.best_epoch == c["epochs"] + 1 and not out.interrupted
@@ -235,7 +241,9 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
     # `kws train --resume` with the command's settings and one epoch more continues from the
     # checkpoint, not from scratch (in this process: no second TensorFlow start-up).
     config = TrainConfig(data=str(small_speech_commands), epochs=epochs + 1, units=16)
-    resumed = run(config, out, resume=True, progress=False, tune_minutes=0, runtimes=("litert",))
+    resumed = run(
+        config, out, resume=True, progress=False, tune_minutes=0, runtimes=("litert",), input_workers=0
+    )
     history = json.loads(state.read_text())["history"]
     assert (
         [h["epoch"] for h in history]
