@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("training"))
         elif "module" in scopes:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    # Longest first (the training run, then the shared fixtures and other trainings), the
-    # short tests last to fill the gaps: the whole run ends sooner on few cores.
+    # Longest first (the training run, then the shared fixtures, other trainings and the
+    # system tests: subprocesses, emulator, fuzzing), the short tests last to fill the
+    # gaps: the whole run ends sooner on few cores.
     items.sort(key=_rank)
 
 
@@ -42,7 +43,8 @@ def _rank(item: pytest.Item) -> int:
     group = item.get_closest_marker("xdist_group")
     if group is not None and group.args == ("training",):
         return 0
-    return 1 if group is not None or item.get_closest_marker("training") else 2
+    long = group is not None or item.get_closest_marker("training") or item.get_closest_marker("system")
+    return 1 if long else 2
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
