@@ -309,11 +309,24 @@ def build_firmware(
         BOARD_DIR / main,
         BOARD_DIR / ("kws_board_mps2.c" if toolchain is BOARD else "kws_board_host.c"),
     ]
-    objects = [out_dir / "obj" / (s.name + ".o") for s in sources]
-    # Always rebuilt: another export may have the same names and older times.
-    for obj in objects:
-        obj.unlink(missing_ok=True)
-    _compile_all(toolchain, [(s, o, flags) for s, o in zip(sources, objects, strict=True)])
+    # Objects kept in the cache by what they are made of (an export is written anew each
+    # time, so file times say nothing): the compiler, the flags, the source and every file
+    # of the export and harness folders it may include; TFLM's by its tree.
+    made_of = hashlib.sha256(
+        "|".join(
+            [repr(toolchain), str(tree.resolve()), *(f.replace(str(export_dir), "<export>") for f in flags)]
+        ).encode()
+    )
+    for folder in (export_dir, BOARD_DIR):
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            made_of.update(path.name.encode() + b"\0" + path.read_bytes())
+    objects = []
+    for source in sources:
+        key = made_of.copy()
+        key.update(source.name.encode() + b"\0" + source.read_bytes())
+        objects.append(cache_dir() / f"objects-{toolchain.name}" / f"{source.name}-{key.hexdigest()[:24]}.o")
+    _compile_all(toolchain, [(s, o, flags) for s, o in zip(sources, objects, strict=True) if not o.exists()])
+    out_dir.mkdir(parents=True, exist_ok=True)
     image = out_dir / ("kws_board.elf" if toolchain is BOARD else "kws_host")
     link = [toolchain.cxx, *toolchain.arch, *(str(o) for o in objects), str(library), "-Wl,--gc-sections"]
     map_file = None

@@ -98,6 +98,8 @@ def test_stateful_cmsis_nn_lstm_equals_tflm_reference_kernel(
         (rng.normal(size=config.clip_samples) * 8000 * (i % 3)).clip(-32768, 32767).astype(np.int16)
         for i in range(12)
     ]
+    # Two builds of the same export (objects kept in the cache by their sources and flags).
+    assert reference.image.read_bytes() != ours.image.read_bytes()
     a = board.run_clips(ours, clips, config, n_labels, work / "run-ours")
     b = board.run_clips(reference, clips, config, n_labels, work / "run-reference")
     assert np.array_equal(a.records["probabilities"], b.records["probabilities"])
