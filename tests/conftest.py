@@ -33,18 +33,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("training"))
         elif "module" in scopes:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    # Longest first (the training run, then the shared fixtures, other trainings and the
-    # system tests: subprocesses, emulator, fuzzing), the short tests last to fill the
-    # gaps: the whole run ends sooner on few cores.
+    # Longest first, the short tests last to fill the gaps: the whole run ends sooner on few
+    # cores. pytest-xdist hands a worker its next test while the current one runs, so a long
+    # test queued late can leave the other worker idle at the end.
     items.sort(key=_rank)
 
 
 def _rank(item: pytest.Item) -> int:
+    """0: the tests of the shared training run; 1: other tests that train (subprocesses);
+    2: other single system tests (emulator, fuzzing, the bundled models' figures); 3: tests
+    sharing a module fixture (many short tests each); 4: the rest."""
     group = item.get_closest_marker("xdist_group")
-    if group is not None and group.args == ("training",):
-        return 0
-    long = group is not None or item.get_closest_marker("training") or item.get_closest_marker("system")
-    return 1 if long else 2
+    if group is not None:
+        return 0 if group.args == ("training",) else 3
+    if item.get_closest_marker("training"):
+        return 1
+    return 2 if item.get_closest_marker("system") else 4
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -38,11 +38,11 @@ def test_two_workers_train_as_one_worker_does(
         ]
         settings = [
             "--epochs",
-            "3",
+            "2",
             "--units",
             "32",
             "--batch-size",
-            "16",
+            "32",
             "--dropout",
             "0",
             "--tune-minutes",
@@ -82,10 +82,11 @@ def test_two_workers_train_as_one_worker_does(
     # dropout (random per replica) the same sums, in another order, so the same loss every
     # epoch (measured: equal to 6 digits), and the same models.
     histories = [run["training"]["history"] for run in (single, double)]
-    assert len(histories[1]) == len(histories[0]) == 3
+    assert len(histories[1]) == len(histories[0]) == 2
     for one_worker, two_workers in zip(*histories, strict=True):
         assert two_workers["loss"] == pytest.approx(one_worker["loss"], rel=1e-3), histories
-    assert histories[1][-1]["loss"] < histories[1][0]["loss"] - 0.05  # it learned
+    # It learned (measured: 2.4772 -> 2.4241; the first epoch's mean is near ln 12 = 2.4849).
+    assert histories[1][-1]["loss"] < histories[1][0]["loss"] - 0.03
     for model in ("float keras", "int8 litert", "int8 tflm"):
         gap = abs(double["accuracy"]["validation"][model] - single["accuracy"]["validation"][model])
         assert gap <= 0.03, (model, single["accuracy"]["validation"], double["accuracy"]["validation"])
