@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from helpers import need, run_kws
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
 from kws.features import clip_features
-from kws.microphone import MicrophoneError, listen
+from kws.microphone import MicrophoneError, Session, listen
 from kws.runtime import load_runner
 from kws.stream import Detector
 
@@ -96,9 +97,22 @@ def expected(clips: list[Path]) -> list[str]:
     return [p.stem for p in clips if p.stem in labels]
 
 
-def test_kws_listen_reports_the_keywords_played_into_the_microphone(
-    microphone: str, clips: list[Path]
-) -> None:
+@dataclass
+class Heard:
+    """One playback as two listeners heard it."""
+
+    clips: list[Path]
+    returncode: int  # `kws listen --json` in a subprocess, at the model's 16 kHz
+    stdout: str
+    stderr: str
+    session: Session  # listen() in this process, capturing at 44.1 kHz
+    detector: Detector
+
+
+@pytest.fixture(scope="module")
+def heard(microphone: str, clips: list[Path]) -> Heard:
+    """The clips played once into the microphone, heard at the same time by ``kws listen`` and
+    by :func:`listen` capturing at another rate (each playback takes ~20 s of real time)."""
     duration = len(clips) * (1 + GAP) + 2 * GAP + 2
     command = [sys.executable, "-m", "kws", "listen", "--json", "--device", microphone]
     proc = subprocess.Popen(
@@ -106,37 +120,35 @@ def test_kws_listen_reports_the_keywords_played_into_the_microphone(
     )
     assert proc.stderr is not None
     assert proc.stderr.readline().startswith("listening")  # printed once the input stream runs
-    play(clips)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
-    assert [e["label"] for e in events] == expected(clips), "\n".join(map(str, events))
-    assert f"{len(events)} detections" in err and "input overflows: 0" in err
-    # One event per played keyword, at least a clip-and-gap apart.
-    assert all(b["time"] - a["time"] > 1 + GAP / 2 for a, b in itertools.pairwise(events))
-
-
-def test_capture_at_another_rate_is_resampled(microphone: str, clips: list[Path]) -> None:
-    clips = clips[:3]  # two keywords and the unknown word: the test above plays them all in real time
     detector = Detector(load_runner(bundled_model(variant=STREAMING_VARIANT)))
     started = threading.Event()
     player = threading.Thread(target=lambda: (started.wait(10), play(clips)))
     player.start()
-    try:
+    try:  # in the main thread: listen() handles Ctrl-C
         session = listen(
-            detector,
-            device=microphone,
-            rate=44100,
-            duration=len(clips) * (1 + GAP) + 2 * GAP + 2,
-            on_start=lambda session: started.set(),
+            detector, device=microphone, rate=44100, duration=duration, on_start=lambda _: started.set()
         )
     finally:
         started.set()
         player.join()
-    assert session.capture_rate == 44100
-    assert [e.label for e in session.events] == expected(clips)
+    out, err = proc.communicate(timeout=60)
+    return Heard(clips, proc.returncode, out, err, session, detector)
+
+
+def test_kws_listen_reports_the_keywords_played_into_the_microphone(heard: Heard) -> None:
+    assert heard.returncode == 0, heard.stderr
+    events = [json.loads(line) for line in heard.stdout.splitlines()]
+    assert [e["label"] for e in events] == expected(heard.clips), "\n".join(map(str, events))
+    assert f"{len(events)} detections" in heard.stderr and "input overflows: 0" in heard.stderr
+    # One event per played keyword, at least a clip-and-gap apart.
+    assert all(b["time"] - a["time"] > 1 + GAP / 2 for a, b in itertools.pairwise(events))
+
+
+def test_capture_at_another_rate_is_resampled(heard: Heard) -> None:
+    assert heard.session.capture_rate == 44100
+    assert [e.label for e in heard.session.events] == expected(heard.clips)
     # 44.1 kHz in, the model's 16 kHz through the front-end: frame count matches the time listened.
-    assert abs(detector.frame_count * 0.02 - session.seconds) < 0.2
+    assert abs(heard.detector.frame_count * 0.02 - heard.session.seconds) < 0.2
 
 
 def test_unknown_device_is_a_clear_error(microphone: str) -> None:
