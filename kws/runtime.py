@@ -61,11 +61,12 @@ def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     np.ndarray, int8, the shape of ``x``
     """
     scaled = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    # In float64, |v| + 0.5 is exact for every float32 v, so floor() rounds ties up
-    # without float32's rounding of 0.49999997 + 0.5 to 1.
+    # In float64, v +- 0.5 is exact for every float32 v, so trunc() rounds ties away from
+    # zero without float32's rounding of 0.49999997 + 0.5 to 1. (Plain ufuncs: this runs
+    # twice every 20 ms in the detector.)
     wide = scaled.astype(np.float64)
-    rounded = np.sign(wide) * np.floor(np.abs(wide) + 0.5)
-    return np.clip(rounded + zero_point, -128, 127).astype(np.int8)
+    rounded = np.trunc(wide + np.copysign(0.5, wide))
+    return np.minimum(np.maximum(rounded + zero_point, -128), 127).astype(np.int8)
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -233,7 +233,7 @@ class StatefulPosteriors:
             if age == 0:
                 r.reset()
             outputs.append(r.invoke(frame[None]))
-        return outputs[int(np.argmax(ages))]
+        return outputs[ages.index(max(ages))]
 
 
 class WindowedPosteriors:

@@ -174,5 +174,5 @@ def tiny_run(
     # Features in this process: on this tiny data the workers' start-up and hand-over cost more
     # (measured alone: 163 s, 198 s with two workers); tests/test_distribute.py and the
     # Ctrl-C test train with worker processes.
-    run(config, out, benchmark=test12, progress=False, tune_minutes=2, input_workers=0)
+    run(config, out, benchmark=test12, progress=False, tune_minutes=1, input_workers=0)
     return out

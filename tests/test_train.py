@@ -60,7 +60,7 @@ def test_streaming_thresholds_are_tuned_into_both_int8_files(tiny_run: Path, rep
         assert info.detector is not None and info.detector.thresholds == tuning["thresholds"]
         assert set(tuning["thresholds"]) == set(report["labels"][2:])
         assert (
-            extra["threshold_tuning"]["split"] == "validation" and extra["threshold_tuning"]["minutes"] == 2
+            extra["threshold_tuning"]["split"] == "validation" and extra["threshold_tuning"]["minutes"] == 1
         )
     assert "Streaming thresholds" in (tiny_run / "report.md").read_text()
 
