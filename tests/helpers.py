@@ -6,6 +6,7 @@ import ctypes.util
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -18,6 +19,12 @@ def run_kws(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "kws", *args], capture_output=True, text=True, env=env, check=False
     )
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a process a test sends SIGINT: a suite started in the background (no
+    job control) passes SIGINT on ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def make_tar_gz(files: dict[str, bytes]) -> bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import need, run_kws
+from helpers import interruptible, need, run_kws
 
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
@@ -178,6 +178,7 @@ def test_ctrl_c_ends_with_a_summary(microphone: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     assert proc.stderr is not None
     assert proc.stderr.readline().startswith("listening")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_kws
+from helpers import interruptible, run_kws
 
 from kws.artifact import read_metadata, tflite_ops
 from kws.audio import load_audio
@@ -217,8 +217,7 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A suite started in the background (no job control) passes SIGINT on ignored: restore it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=interruptible,
     )
     state = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 240
