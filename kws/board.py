@@ -15,6 +15,7 @@ TFLM's objects are built once per toolchain into a cache folder (``$KWS_CACHE_DI
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -215,6 +216,17 @@ def _compile_all(toolchain: Toolchain, jobs: Sequence[tuple[Path, Path, Sequence
             future.result()
 
 
+@functools.cache
+def compiler_versions(toolchain: Toolchain) -> str:
+    """The first line of ``--version`` of the toolchain's C and C++ compilers. Cached
+    libraries and objects are kept by it, so that an upgraded compiler builds them anew."""
+    lines = []
+    for program in (toolchain.cc, toolchain.cxx):
+        run = subprocess.run([program, "--version"], capture_output=True, text=True, check=True)
+        lines.append(run.stdout.partition("\n")[0])
+    return " | ".join(lines)
+
+
 def tflm_library(tree: Path, toolchain: Toolchain, *, strip_errors: bool = False) -> Path:
     """TFLM (the interpreter, every kernel of :data:`OP_KERNELS`, CMSIS-NN's int8 functions)
     as one static library for ``toolchain``, built once into :func:`cache_dir`. The linker
@@ -222,7 +234,8 @@ def tflm_library(tree: Path, toolchain: Toolchain, *, strip_errors: bool = False
     ``TF_LITE_STRIP_ERROR_STRINGS``, as production firmware builds it (no messages, no
     printf, no op names for a profiler)."""
     strip = ("-DTF_LITE_STRIP_ERROR_STRINGS",) if strip_errors else ()
-    key = hashlib.sha256(f"{tree.resolve()}|{toolchain}|{COMMON_FLAGS}|{strip}".encode()).hexdigest()[:16]
+    made_of = f"{tree.resolve()}|{toolchain}|{compiler_versions(toolchain)}|{COMMON_FLAGS}|{strip}"
+    key = hashlib.sha256(made_of.encode()).hexdigest()[:16]
     out = cache_dir() / f"tflm-{toolchain.name}{'-stripped' if strip_errors else ''}-{key}"
     library = out / "libtflm.a"
     core = sorted(
@@ -310,11 +323,16 @@ def build_firmware(
         BOARD_DIR / ("kws_board_mps2.c" if toolchain is BOARD else "kws_board_host.c"),
     ]
     # Objects kept in the cache by what they are made of (an export is written anew each
-    # time, so file times say nothing): the compiler, the flags, the source and every file
-    # of the export and harness folders it may include; TFLM's by its tree.
+    # time, so file times say nothing): the compiler and its version, the flags, the source
+    # and every file of the export and harness folders it may include; TFLM's by its tree.
     made_of = hashlib.sha256(
         "|".join(
-            [repr(toolchain), str(tree.resolve()), *(f.replace(str(export_dir), "<export>") for f in flags)]
+            [
+                repr(toolchain),
+                compiler_versions(toolchain),
+                str(tree.resolve()),
+                *(f.replace(str(export_dir), "<export>") for f in flags),
+            ]
         ).encode()
     )
     for folder in (export_dir, BOARD_DIR):
