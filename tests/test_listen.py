@@ -128,6 +128,9 @@ def heard(microphone: str, clips: list[Path]) -> Heard:
         session = listen(
             detector, device=microphone, rate=44100, duration=duration, on_start=lambda _: started.set()
         )
+    except BaseException:
+        proc.kill()  # no `kws listen` left running after a failed set-up
+        raise
     finally:
         started.set()
         player.join()
