@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 # Feature processes beside the training process: one a core (they overlap with training).
 DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
-# Training on one device, every local GPU, or several machines (kws.train.make_strategy).
+# Training on one device, every local GPU, or several machines (kws.training.distribute.make_strategy).
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 # Where an example comes from (Refs.source).
 IMAGE, CLIP, NEGATIVE = 0, 1, 2

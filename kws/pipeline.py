@@ -1,8 +1,9 @@
 """``kws train`` from start to end, one way: each stage takes the previous one's output in
 memory, and each file is written once.
 
-    data -> fit (kws.train) -> convert (kws.convert) -> tune thresholds (kws.streameval)
-         -> write the model files -> measure and write the report (kws.report)
+    prepare data (kws.training.prepare) -> fit (kws.training.fit) -> convert (kws.convert)
+         -> tune thresholds (kws.streameval) -> write the model files
+         -> measure and write the report (kws.report)
 
 Needs TensorFlow (the ``train`` extra).
 """
@@ -22,18 +23,11 @@ from kws.inputs import DEFAULT_INPUT_WORKERS
 from kws.report import TrainReport, measure, write_report
 from kws.runtime import runner_from_bytes
 from kws.streameval import DEFAULT_TARGET_FA, tune_detector, tuned
-from kws.train import (
-    CHECKPOINT_DIR,
-    TrainConfig,
-    calibration_set,
-    check_finetune_source,
-    check_resume,
-    fit,
-    is_chief,
-    make_strategy,
-    model_info,
-    prepare_data,
-)
+from kws.training.checkpoint import CHECKPOINT_DIR, check_finetune_source, check_resume
+from kws.training.config import TrainConfig
+from kws.training.distribute import is_chief, make_strategy
+from kws.training.fit import fit
+from kws.training.prepare import calibration_set, model_info, prepare_data
 
 
 def run(
@@ -72,7 +66,7 @@ def run(
     input_workers : int
         Processes computing the training features (0: this one).
     distribute : {"none", "mirrored", "multiworker"}
-        Replicas to train on (:func:`kws.train.make_strategy`): one device, every local
+        Replicas to train on (:func:`kws.training.distribute.make_strategy`): one device, every local
         GPU, or the machines of ``TF_CONFIG`` (each runs this same call; the chief writes
         the files).
 

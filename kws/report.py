@@ -25,7 +25,9 @@ from kws.runtime import runner_from_bytes
 
 if TYPE_CHECKING:  # for annotations only: bench draws confusion matrices without TensorFlow
     from kws.model import keras
-    from kws.train import TrainConfig, TrainingData, TrainState
+    from kws.training.checkpoint import TrainState
+    from kws.training.config import TrainConfig
+    from kws.training.prepare import TrainingData
 
 CONFUSION_PNG = "confusion.png"
 # Report names of the int8 models, by model.

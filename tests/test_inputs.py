@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kws.inputs import Workers, example_features
-from kws.train import TrainConfig, TrainingData, epoch_batches, epoch_examples, prepare_data
+from kws.train import TrainConfig, TrainingData, prepare_data
+from kws.training.fit import epoch_batches, epoch_examples
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_replicas_and_machines_share_each_global_batch_without_overlap(
 ) -> None:
     import tensorflow as tf
 
-    from kws.train import _EpochInput
+    from kws.training.fit import EpochInput
 
     refs, y = epoch_examples(data, config, epoch=0)
     batches = epoch_batches(len(refs), config, epoch=0)
@@ -75,7 +76,7 @@ def test_replicas_and_machines_share_each_global_batch_without_overlap(
     def first_batches(pipelines: int, replicas: int, pipeline: int) -> list[tuple[np.ndarray, np.ndarray]]:
         context = tf.distribute.InputContext(pipelines, pipeline, pipelines * replicas)
         with Workers(data.sources, 0) as workers:
-            epoch = _EpochInput(workers, data, config, 0, refs, y, batches, weights)
+            epoch = EpochInput(workers, data, config, 0, refs, y, batches, weights)
             return [
                 (x.numpy(), labels.numpy()) for x, labels, _ in epoch.batches_of(context).take(2 * replicas)
             ]
@@ -99,7 +100,8 @@ def test_distribution_settings_that_cannot_work_are_refused_in_one_line(
     import dataclasses
 
     from kws.errors import KwsError
-    from kws.train import fit, make_strategy
+    from kws.train import fit
+    from kws.training.distribute import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(KwsError, match="needs TF_CONFIG on every machine"):

@@ -289,7 +289,8 @@ def test_negative_windows_per_epoch_keep_their_number_and_stay_inside() -> None:
 
 
 def test_hard_negative_mining_picks_the_most_keyword_like_windows() -> None:
-    from kws.train import TrainingData, hard_negatives
+    from kws.training.mining import hard_negatives
+    from kws.training.prepare import TrainingData
 
     class Scores:
         """Stands in for the model: fixed probabilities for each mining window."""
@@ -322,7 +323,8 @@ def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
     tiny_run: Path, report: dict, small_speech_commands: Path, small_negatives: Path
 ) -> None:
     from kws.data import held_out_negative
-    from kws.train import TrainConfig, augmented_features, prepare_data
+    from kws.train import TrainConfig, prepare_data
+    from kws.training.fit import augmented_features
 
     assert report["config"]["hard_negatives"] == 20  # the shared training run mines
     config = TrainConfig(data=str(small_speech_commands), negatives=(str(small_negatives),), hard_negatives=5)
@@ -342,7 +344,8 @@ def test_mining_windows_cover_the_training_negatives_and_extend_the_epoch(
 
 
 def test_sequences_join_examples_and_weigh_each_frame() -> None:
-    from kws.train import TrainConfig, epoch_batches, sequence_targets
+    from kws.train import TrainConfig
+    from kws.training.fit import epoch_batches, sequence_targets
 
     n, frames, settle = 7, 10, 3
     config = TrainConfig(data="", sequence_clips=3, batch_size=2)

@@ -69,7 +69,8 @@ LOOP = (
     PEAK
     + """
 import json, sys
-from kws.train import TrainConfig, augmented_features, prepare_data
+from kws.train import TrainConfig, prepare_data
+from kws.training.fit import augmented_features
 config = TrainConfig(data=sys.argv[1])
 start = time.monotonic()
 data = prepare_data(config, progress=False)
@@ -91,7 +92,8 @@ if __name__ == "__main__":  # spawned workers import this file: not TensorFlow
     import numpy as np
     import tensorflow as tf
     from kws.inputs import Workers
-    from kws.train import TrainConfig, _EpochInput, epoch_batches, epoch_examples, prepare_data
+    from kws.train import TrainConfig, prepare_data
+    from kws.training.fit import EpochInput, epoch_batches, epoch_examples
     config, workers, steps = TrainConfig(data=sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     start = time.monotonic()
     data = prepare_data(config, progress=False, input_workers=workers)
@@ -102,7 +104,7 @@ if __name__ == "__main__":  # spawned workers import this file: not TensorFlow
     weights = np.ones(len(data.labels), np.float32)
     with Workers(data.sources, workers) as pool:
         started = time.monotonic()
-        epoch = _EpochInput(pool, data, config, 0, refs, y, batches, weights)
+        epoch = EpochInput(pool, data, config, 0, refs, y, batches, weights)
         count = sum(len(x) for x, _, _ in epoch.batches_of(tf.distribute.InputContext()))
         done = time.monotonic()
     print(json.dumps({"examples": count, "prepare_s": round(prepared - start, 1), "input_s": round(done - started, 1),
