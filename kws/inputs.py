@@ -48,8 +48,10 @@ if TYPE_CHECKING:
 
 # Feature processes beside the training process: one a core (they overlap with training).
 DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
-# Training on one device, every local GPU, or several machines (kws.training.distribute.make_strategy).
+# Training on one device, every local GPU, or several machines (kws.training.distribute.make_strategy);
+# one device unless told.
 DISTRIBUTE = ("none", "mirrored", "multiworker")
+DEFAULT_DISTRIBUTE = "none"
 # Where an example comes from (Refs.source).
 IMAGE, CLIP, NEGATIVE = 0, 1, 2
 # Random streams of an epoch: numpy.random.default_rng([seed, epoch, stream, ...]).

@@ -19,10 +19,10 @@ from kws.artifact import KERAS_FILE, RUN_FILES
 from kws.convert import convert_models, save_keras
 from kws.errors import KwsError
 from kws.fileio import write_bytes_atomic, write_text_atomic
-from kws.inputs import DEFAULT_INPUT_WORKERS
+from kws.inputs import DEFAULT_DISTRIBUTE, DEFAULT_INPUT_WORKERS
 from kws.report import TrainReport, measure, write_report
 from kws.runtime import runner_from_bytes
-from kws.streameval import DEFAULT_TARGET_FA, tune_detector, tuned
+from kws.streameval import DEFAULT_TARGET_FA, DEFAULT_TUNE_MINUTES, tune_detector, tuned
 from kws.training.checkpoint import CHECKPOINT_DIR, check_finetune_source, check_resume
 from kws.training.config import TrainConfig
 from kws.training.distribute import is_chief, make_strategy
@@ -38,10 +38,10 @@ def run(
     benchmark: str | Path | None = None,
     progress: bool = True,
     runtimes: Sequence[str] = ("litert", "tflm"),
-    tune_minutes: float = 30.0,
+    tune_minutes: float = DEFAULT_TUNE_MINUTES,
     target_false_alarms_per_hour: float = DEFAULT_TARGET_FA,
     input_workers: int = DEFAULT_INPUT_WORKERS,
-    distribute: str = "none",
+    distribute: str = DEFAULT_DISTRIBUTE,
 ) -> TrainReport | None:
     """Train, convert, tune, and write every model file and the report into ``run_dir``.
 

@@ -185,8 +185,10 @@ def replay(trace: Trace, thresholds: float | Mapping[str, float]) -> list[Detect
     return [e for i in candidates if (e := smoother.push(trace.smoothed[i], float(trace.times[i])))]
 
 
-# False alarms per hour (all keywords) the thresholds of a trained model are tuned for.
+# False alarms per hour (all keywords) the thresholds of a trained model are tuned for,
+# and the minutes of validation stream they are tuned on (kws train, kws tune).
 DEFAULT_TARGET_FA = 30.0
+DEFAULT_TUNE_MINUTES = 30.0
 THRESHOLD_GRID = (*(round(t, 2) for t in np.arange(0.30, 0.995, 0.01)), 0.995)
 
 # The background levels negative streams are measured (kws bench) and tuned (kws tune) at.
@@ -286,7 +288,7 @@ def tune_detector(
     target_false_alarms_per_hour: float,
     negatives: Sequence[str | Path] = (),
     split: str = "validation",
-    minutes: float = 30.0,
+    minutes: float = DEFAULT_TUNE_MINUTES,
     snr_db: float = 20.0,
     seed: int = 0,
 ) -> tuple[DetectorConfig, dict[str, Any]]:
@@ -376,7 +378,7 @@ def tune_model(
     target_false_alarms_per_hour: float,
     negatives: Sequence[str | Path] = (),
     split: str = "validation",
-    minutes: float = 30.0,
+    minutes: float = DEFAULT_TUNE_MINUTES,
     snr_db: float = 20.0,
     seed: int = 0,
     out: str | Path | None = None,
