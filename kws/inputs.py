@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ DEFAULT_INPUT_WORKERS = os.cpu_count() or 1
 # one device unless told.
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 DEFAULT_DISTRIBUTE = "none"
+# How often a thread waiting on a worker checks that the workers are still open (seconds).
+CLOSED_POLL_S = 0.25
 # Where an example comes from (Refs.source).
 IMAGE, CLIP, NEGATIVE = 0, 1, 2
 # Random streams of an epoch: numpy.random.default_rng([seed, epoch, stream, ...]).
@@ -310,6 +313,10 @@ def _call(function: Callable[..., np.ndarray], args: tuple[Any, ...]) -> np.ndar
     return function(_worker_sources, *args)
 
 
+class WorkersClosed(RuntimeError):
+    """:meth:`Workers.run` was waiting when the workers were closed."""
+
+
 class Workers:
     """Processes that compute features from :class:`Sources`; a context manager.
 
@@ -323,6 +330,7 @@ class Workers:
     def __init__(self, sources: Sources, processes: int) -> None:
         self.sources = sources
         self.processes = processes
+        self._closed = threading.Event()
         self._pool = (
             multiprocessing.get_context("spawn").Pool(processes, _start_worker, (sources,))
             if processes
@@ -333,15 +341,27 @@ class Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closed.set()  # before the pool goes: no caller is left waiting on it
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
 
     def run(self, function: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
-        """``function(sources, *args)`` in a worker (or here), waiting for it."""
+        """``function(sources, *args)`` in a worker (or here), waiting for it.
+
+        Raises :class:`WorkersClosed` in a thread still waiting when the workers are closed
+        (a ``tf.data`` thread prefetching a batch when Ctrl-C ends training): a terminated
+        pool never answers, and a thread waiting on it forever hung the process at exit.
+        """
         if self._pool is None:
             return function(self.sources, *args)
-        return self._pool.apply(_call, (function, args))
+        result = self._pool.apply_async(_call, (function, args))
+        while not self._closed.is_set():
+            try:
+                return result.get(timeout=CLOSED_POLL_S)
+            except multiprocessing.TimeoutError:
+                continue
+        raise WorkersClosed("the feature workers were closed while a batch was being computed")
 
     def chunks(
         self, function: Callable[..., np.ndarray], refs: Refs, *args: Any, chunk: int = 256

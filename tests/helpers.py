@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -25,6 +26,11 @@ def interruptible() -> None:
     """``preexec_fn`` of a process a test sends SIGINT: a suite started in the background (no
     job control) passes SIGINT on ignored, and Python then never raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def sleep_in_worker(sources: object, seconds: float) -> None:
+    """A feature worker's task that takes ``seconds`` (:meth:`kws.inputs.Workers.run`'s form)."""
+    time.sleep(seconds)
 
 
 def make_tar_gz(files: dict[str, bytes]) -> bytes:

@@ -3,12 +3,16 @@ processes, batches shared among replicas and machines."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import sleep_in_worker
 
-from kws.inputs import Workers, example_features
+from kws.augment import AugmentConfig
+from kws.inputs import Sources, Workers, WorkersClosed, example_features
 from kws.train import TrainConfig, TrainingData, prepare_data
 from kws.training.fit import epoch_batches, epoch_examples
 
@@ -115,3 +119,27 @@ def test_distribution_settings_that_cannot_work_are_refused_in_one_line(
     odd = dataclasses.replace(config, batch_size=33)
     with pytest.raises(KwsError, match="--batch-size 33: the global batch must divide evenly among the 2"):
         fit(odd, data, tmp_path, progress=False, strategy=TwoReplicas())  # type: ignore[arg-type]
+
+
+def test_closing_the_workers_lets_go_of_a_thread_still_waiting_on_them() -> None:
+    """Ctrl-C in training closes the workers while tf.data threads wait for batches: each is let
+    go with WorkersClosed. A terminated pool never answers, and a thread left waiting on it
+    hung `kws train --input-workers 1` after Ctrl-C, every time."""
+    sources = Sources((), (), None, np.zeros((0, 98, 40), np.uint8), (), AugmentConfig())
+    raised: list[BaseException] = []
+
+    def wait(workers: Workers) -> None:
+        try:
+            workers.run(sleep_in_worker, 120.0)
+        except BaseException as e:
+            raised.append(e)
+
+    with Workers(sources, 1) as workers:
+        threads = [threading.Thread(target=wait, args=(workers,), daemon=True) for _ in range(2)]
+        for thread in threads:  # one call running in the worker, one queued behind it
+            thread.start()
+        time.sleep(1.0)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads), "a thread still waits on the closed workers"
+    assert len(raised) == 2 and all(isinstance(e, WorkersClosed) for e in raised), raised
