@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.data import keywords_of, negative_files
-from kws.errors import KwsError
+from kws.errors import KwsError, install_command
 from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, load_features
 from kws.features import StreamingFrontend
 from kws.footprint import model_cost, tflm_arena_bytes
@@ -378,7 +378,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     try:
         import matplotlib
     except ImportError:
-        raise KwsError("--plot needs matplotlib: pip install matplotlib (or kws[train])") from None
+        raise KwsError(
+            f"--plot needs matplotlib: pip install matplotlib (or the train extra: {install_command('train')})"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

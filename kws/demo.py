@@ -9,6 +9,7 @@ import numpy as np
 
 from kws.audio import load_audio
 from kws.bundled import STREAMING_VARIANT, bundled_model, sample_clips
+from kws.errors import install_command
 from kws.runtime import classify, load_runner
 from kws.stream import Detection, Detector, detect
 
@@ -64,6 +65,6 @@ def run_demo(say: Callable[[str], None] = print) -> DemoResult:
     say(
         "\nNext: `kws listen` detects keywords from your microphone (`--list-devices` to pick one);\n"
         "`kws bench` measures the bundled models; `kws train --data DIR --out RUN` trains your own\n"
-        "(pip install 'kws[train]'; `kws data download` fetches Speech Commands)."
+        f"({install_command('train')}; `kws data download` fetches Speech Commands)."
     )
     return DemoResult(said, events)

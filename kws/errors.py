@@ -1,4 +1,9 @@
-"""Errors that the CLI reports as one line, without a traceback."""
+"""Errors that the CLI reports as one line, without a traceback, and the install hint they give."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
 
 
 class KwsError(Exception):
@@ -15,3 +20,32 @@ class DataError(KwsError):
 
 class DownloadError(KwsError):
     """A download that failed, did not match its checksum, or held an unsafe archive."""
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` (``"train"``, ``"dev"``) to this kws, the way it was
+    installed: from a clone (``pip install -e '.[train]'``), a local folder or wheel file, or
+    an index (``pip install 'kws[train]'``). A hint that names the index fails a clone's user."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():  # this package is a source tree's (editable or run in place)
+        return pip_install(extra, root, editable=True)
+    try:
+        recorded = metadata.distribution("kws").read_text("direct_url.json")  # PEP 610
+    except metadata.PackageNotFoundError:
+        recorded = None
+    url = urlparse(json.loads(recorded).get("url", "")) if recorded else None
+    return pip_install(extra, Path(unquote(url.path)) if url and url.scheme == "file" else None)
+
+
+def pip_install(extra: str, source: Path | None, *, editable: bool = False, cwd: Path | None = None) -> str:
+    """``pip install`` of kws with ``extra`` from ``source`` (a folder or a wheel file, written
+    relative to ``cwd`` when inside it; None: the package index)."""
+    if source is None:
+        return f"pip install {shlex.quote(f'kws[{extra}]')}"
+    cwd = Path.cwd() if cwd is None else cwd
+    where = source.relative_to(cwd) if source.is_relative_to(cwd) else source
+    return f"pip install {'-e ' if editable else ''}{shlex.quote(f'{where}[{extra}]')}"

@@ -22,13 +22,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kws.artifact import ARCHITECTURES, RECURRENT
-from kws.errors import KwsError
+from kws.errors import KwsError, install_command
 
 try:
     import tf_keras as keras
 except ModuleNotFoundError as e:  # the runtime install has no TensorFlow
     raise KwsError(
-        f"training and Keras models need the train extra ({e.name} is not installed): pip install 'kws[train]'"
+        f"training and Keras models need the train extra ({e.name} is not installed): {install_command('train')}"
     ) from None
 
 

@@ -30,6 +30,7 @@ from kws.artifact import (
     read_metadata,
     tflite_ops,
 )
+from kws.errors import install_command
 from kws.features import FrontendConfig
 from kws.verify import SHAPE_CHECKED_OPS, verify_model
 
@@ -330,7 +331,7 @@ class KerasRunner(Runner):
     runtime = "keras"
 
     def __init__(self, path: Path) -> None:
-        needs_tf = f"{path}: running a Keras .h5 model needs TensorFlow (pip install 'kws[train]')"
+        needs_tf = f"{path}: running a Keras .h5 model needs TensorFlow ({install_command('train')})"
         try:
             import h5py
         except ImportError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -182,13 +184,44 @@ def test_train_without_the_train_extra_says_what_to_install(test12: Path, tmp_pa
         "from kws.cli import main\n"
         f"sys.exit(main(['train', '--data', {str(test12)!r}, '--out', {str(tmp_path / 'run')!r}]))"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=False)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         "kws: error: training and Keras models need the train extra (tf_keras is not installed): "
-        "pip install 'kws[train]'"
+        "pip install -e '.[train]'"  # this checkout is a clone, and the command runs in it
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_install_hint_fits_how_kws_was_installed(tmp_path: Path) -> None:
+    """`kws demo` and the errors of the runtime install name the train extra as this kws was
+    installed: a clone (editable, from anywhere), a wheel file, or the package index."""
+    root = Path(__file__).resolve().parents[1]
+    code = "from kws.errors import install_command; print(install_command('train'))"
+
+    def hint(cwd: Path, pythonpath: Path | None = None) -> str:
+        env = {**os.environ, **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
+        run = subprocess.run(
+            [sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=True
+        )
+        return run.stdout.strip()
+
+    assert hint(root) == "pip install -e '.[train]'"
+    assert hint(tmp_path) == f"pip install -e '{root}[train]'"
+    # kws as pip installs a wheel: the package and its metadata in a folder with no pyproject.toml.
+    site = tmp_path / "site"
+    shutil.copytree(
+        root / "kws", site / "kws", ignore=shutil.ignore_patterns("__pycache__", "models", "samples")
+    )
+    info = site / "kws-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kws\nVersion: 0.1.0\n")
+    assert hint(tmp_path, site) == "pip install 'kws[train]'"  # from the index: no direct_url.json
+    wheel = tmp_path / "dist" / "kws-0.1.0-py3-none-any.whl"
+    (info / "direct_url.json").write_text(json.dumps({"url": wheel.as_uri(), "archive_info": {}}))
+    assert hint(tmp_path, site) == "pip install 'dist/kws-0.1.0-py3-none-any.whl[train]'"  # from cwd
+    assert hint(site, site) == f"pip install '{wheel}[train]'"
 
 
 def test_bench_refuses_a_plot_path_it_cannot_write_before_working(tmp_path: Path) -> None:
