@@ -234,7 +234,7 @@ def test_ctrl_c_keeps_checkpoint_and_exports_usable_model(
         proc.kill()
         pytest.fail(f"kws train still running 120 s after Ctrl-C: {proc.communicate()[1][-2000:]}")
     assert time.monotonic() - interrupted < 30, "kws train took over 30 s to stop after Ctrl-C"
-    assert proc.returncode == 1, stderr
+    assert proc.returncode == 130, stderr  # the interrupt's status, the models written all the same
     assert "interrupted" in stderr and "Traceback" not in stderr
     epochs = json.loads(state.read_text())["epoch"]
     assert 1 <= epochs < 50

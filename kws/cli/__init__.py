@@ -21,6 +21,7 @@ from types import FrameType
 
 from kws import __version__
 from kws.cli import data, detect, evaluate, firmware, train
+from kws.cli.options import INTERRUPTED, TERMINATED
 from kws.errors import KwsError
 
 
@@ -77,16 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             status = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return 143 if _terminated else status
+        return TERMINATED if _terminated else status
     except KwsError as e:
         print(f"kws: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if _terminated:
             print("kws: terminated", file=sys.stderr)
-            return 143
+            return TERMINATED
         print("kws: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # Whoever read our output has gone: say nothing more, and stop Python's own complaint at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -16,6 +16,10 @@ from kws.features import FRONTENDS
 from kws.runtime import load_runner
 from kws.training.config import TrainConfig
 
+# Exit statuses of a command stopped by Ctrl-C (SIGINT) and by SIGTERM, as a shell reports them.
+INTERRUPTED = 128 + 2
+TERMINATED = 128 + 15
+
 # What each command group adds its commands to (a string: argparse's class is generic for mypy only).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

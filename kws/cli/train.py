@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kws.artifact import ARCHITECTURES
-from kws.cli.options import Subcommands, defaults, dropout, frontend_option, keywords, positive
+from kws.cli.options import INTERRUPTED, Subcommands, defaults, dropout, frontend_option, keywords, positive
 from kws.data import SPLITS
 from kws.errors import KwsError
 from kws.features import FRONTENDS
@@ -226,7 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{t['hit_rate']:.1%} at {t['false_alarms_per_hour']:.1f} false alarms/h ({t['minutes']:g}-min validation stream)"
         )
     print(f"report: {Path(args.out) / 'report.md'}")
-    return 1 if report.interrupted else 0
+    # An interrupted run still wrote its models; its status is the interrupt's, as for every command.
+    return INTERRUPTED if report.interrupted else 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
