@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from kws.data import keywords_of, negative_files
 from kws.errors import KwsError, install_command
 from kws.evaluate import EvalResult, agreement, evaluate, false_accepts, load_features
 from kws.features import StreamingFrontend
 from kws.footprint import model_cost, tflm_arena_bytes
+from kws.progress import bar, stage
 from kws.runtime import Runner, load_runner
 from kws.stream import Detector
 from kws.streameval import NEGATIVE_SNRS, det_curve, lower_envelope, record, replay, score
@@ -94,6 +94,7 @@ def bench_model(
     the keyword stream, false alarms on the negative stream). The streaming file's
     firmware on the emulated Cortex-M4F (:func:`firmware_figures`).
     """
+    stage(f"benchmarking {path}", progress)
     files = siblings(path)
     int8 = load_runner(path, require_int8=True)
     if int8.info.kind != "clip":
@@ -138,8 +139,9 @@ def bench_model(
     streaming = load_runner(files.get("int8_step", path))
     detector = Detector(streaming)
     audio, words = stream
+    stage("timing the streaming front-end on the keyword stream", progress)
     row["frontend_cpu_per_audio_s"] = frontend_cost(detector, audio)
-    trace = record(detector, audio)
+    trace = record(detector, audio, what="keyword stream (20 dB)", progress=progress)
     s = score(replay(trace, detector.smoother.keyword_thresholds), words, trace.seconds)
     step_bytes = streaming.model_bytes
     row["streaming"] = {
@@ -161,14 +163,16 @@ def bench_model(
         "real_time_factor": trace.cpu_seconds / trace.seconds,
         "minutes": trace.seconds / 60,
         **s.to_dict(),
-        "det": det_curve((trace, words)),
+        "det": det_curve((trace, words), progress=progress),
     }
     if negative_streams:
         row["false_alarms"] = [
-            false_alarm_figures(detector, snr, keyword_stream, negative_stream, reuse=(trace, words))
+            false_alarm_figures(
+                detector, snr, keyword_stream, negative_stream, reuse=(trace, words), progress=progress
+            )
             for snr, keyword_stream, negative_stream in negative_streams
         ]
-    row["firmware"] = firmware_figures(streaming.path, data, tflm_sources)
+    row["firmware"] = firmware_figures(streaming.path, data, tflm_sources, progress=progress)
     return row
 
 
@@ -178,19 +182,27 @@ def false_alarm_figures(
     keyword_stream: Stream,
     negative_stream: Stream,
     reuse: tuple[Any, list[Word]] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Hits on a keyword stream and false alarms on a negative stream at the detector's thresholds.
 
     ``reuse`` is a trace already recorded on ``keyword_stream``'s words (the main stream).
     """
     audio, words = keyword_stream
-    keyword = reuse if reuse is not None and reuse[1] is words else (record(detector, audio), words)
+    keyword = (
+        reuse
+        if reuse is not None and reuse[1] is words
+        else (record(detector, audio, what=f"keyword stream ({snr_db:g} dB)", progress=progress), words)
+    )
     negative_audio, negative_words = negative_stream
-    negative = (record(detector, negative_audio), negative_words)
+    negative = (
+        record(detector, negative_audio, what=f"negative stream ({snr_db:g} dB)", progress=progress),
+        negative_words,
+    )
     thresholds = detector.smoother.keyword_thresholds
     hits = score(replay(keyword[0], thresholds), keyword[1], keyword[0].seconds)
     alarms = score(replay(negative[0], thresholds), negative[1], negative[0].seconds)
-    det = det_curve(keyword, [negative])
+    det = det_curve(keyword, [negative], progress=progress)
     return {
         "snr_db": snr_db,
         "hit_rate": hits.hit_rate,
@@ -206,18 +218,26 @@ def false_alarm_figures(
     }
 
 
-def firmware_figures(path: Path, data: Path, tflm_sources: str | None) -> dict[str, Any] | None:
+def firmware_figures(
+    path: Path, data: Path, tflm_sources: str | None, *, progress: bool = False
+) -> dict[str, Any] | None:
     """The firmware of ``path`` on the emulated Cortex-M4F (:func:`kws.board.figures`, as
     exported by default): measured live (20 clips, 30-s stream) where TFLM's sources
     (``tflm_sources``), the Cortex-M toolchain and QEMU are at hand, else the figures stored with
-    a bundled model, else None. ``source`` says which."""
+    a bundled model, else None. ``source`` says which; ``progress``: the measuring's steps on stderr."""
     from kws import board
     from kws.bundled import stored_firmware_figures
 
     if tflm_sources and not board.missing_tools(board.BOARD, qemu=True):
         with tempfile.TemporaryDirectory(prefix="kws-bench-") as work:
             report = board.measure(
-                path, board.tflm_tree(tflm_sources), data, Path(work), clips=20, minutes=0.5
+                path,
+                board.tflm_tree(tflm_sources),
+                data,
+                Path(work),
+                clips=20,
+                minutes=0.5,
+                progress=progress,
             )
         return {"source": "measured", **board.figures(report)}
     stored = stored_firmware_figures(path)
@@ -243,19 +263,23 @@ def bench(
     """
     first = load_runner(models[0])
     labels = first.info.labels
+    stage(f"building the {minutes:g}-min keyword stream (20 dB)", progress)
     stream = build_stream(data, labels, minutes=minutes, seed=seed)
     negative_streams = []
     if negatives is not None:
         files = negative_files(negatives, keywords_of(labels))
         for snr in snrs:
-            keyword_stream = (
-                stream if snr == 20.0 else build_stream(data, labels, minutes=minutes, seed=seed, snr_db=snr)
-            )
+            keyword_stream = stream
+            if snr != 20.0:
+                stage(f"building the {minutes:g}-min keyword stream ({snr:g} dB)", progress)
+                keyword_stream = build_stream(data, labels, minutes=minutes, seed=seed, snr_db=snr)
+            stage(f"building the negative stream ({snr:g} dB) of {len(files)} recordings", progress)
             negative_streams.append(
                 (snr, keyword_stream, build_negative_stream(files, data, labels, snr_db=snr, seed=seed))
             )
     rows = []
-    for path in tqdm(models, desc="models", disable=not progress or len(models) < 2, leave=False):
+    shown = progress and len(models) > 1  # a bar for one model says nothing
+    for path in bar(models, desc="benchmarking", unit=" models", enabled=shown, leave=False):
         if load_runner(path).info.labels != first.info.labels:
             raise KwsError(f"{path}: its labels differ from {models[0]}'s; bench models of one label set")
         rows.append(

@@ -35,6 +35,7 @@ from kws.download import DownloadError, extract_tar
 from kws.errors import KwsError
 from kws.features import FrontendConfig, clip_layout, frame_count
 from kws.fileio import cache_dir
+from kws.progress import stage
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY
 
 BOARD_DIR = Path(str(files("kws") / "firmware_board"))
@@ -522,11 +523,13 @@ def measure(
     seed: int = 0,
     copies: int = FIRMWARE_COPIES,
     reset_every: int = FIRMWARE_RESET_EVERY,
+    progress: bool = False,
 ) -> FirmwareReport:
     """Export ``model``, build it for the board and the host, and run both on ``clips``
     clips of ``data_dir`` (spread evenly over the split) and a ``minutes``-long stream of
     the split's clips (``kws bench``'s stream), compared with kws in Python (TFLM), both
-    streaming with ``copies`` and ``reset_every`` (:class:`kws.stream.Detector`)."""
+    streaming with ``copies`` and ``reset_every`` (:class:`kws.stream.Detector`).
+    ``progress``: a line on stderr for each step (the emulator runs for minutes)."""
     from kws.data import examples, keywords_of, load_example, scan
     from kws.export import export
     from kws.features import clip_features
@@ -540,6 +543,8 @@ def measure(
     config, labels = runner.info.frontend, runner.info.labels
     export_dir = work / "export"
     export(model, export_dir, copies=copies, reset_every=reset_every)
+    say = functools.partial(stage, enabled=progress)
+    say(f"building TFLM (minutes the first time, then cached) and the firmware for {BOARD.name} and the host")
     board = build_firmware(export_dir, tree, BOARD, work / "board")
     host = build_firmware(export_dir, tree, HOST, work / "host")
     size = build_firmware(export_dir, tree, BOARD, work / "size", main="kws_board_size.cc")
@@ -553,19 +558,24 @@ def measure(
         .astype(np.int16)
         for c in chosen
     ]
+    say(f"running {len(audio)} clips on the emulated {BOARD.name}")
     on_board = run_clips(board, audio, config, len(labels), work / "run-board")
+    say(f"running {len(audio)} clips on the host")
     on_host = run_clips(host, audio, config, len(labels), work / "run-host")
     python = np.array([runner.run_clip(clip_features(a / np.float32(32768), config)).argmax() for a in audio])
     top1 = float(np.mean(on_board.records["probabilities"].argmax(axis=1) == python))
 
     stream, _ = build_stream(data_dir, labels, split=split, minutes=minutes, seed=seed)
     pcm = np.round(stream * 32767).astype(np.int16)
+    say(f"running the {minutes:g}-min stream on the emulated {BOARD.name}")
     s_board = run_stream(board, pcm, config, work / "run-board")
+    say(f"running the {minutes:g}-min stream on the host")
     s_host = run_stream(host, pcm, config, work / "run-host")
     frame_seconds = config.frame_seconds
+    detector = Detector(runner, copies=copies, reset_every=reset_every)
     events_python = [
         (e.label, round((e.time - config.window_ms / 1000) / frame_seconds) + 1)
-        for e in detect(Detector(runner, copies=copies, reset_every=reset_every), pcm / np.float32(32768))
+        for e in detect(detector, pcm / np.float32(32768), progress=progress)
     ]
     fired = s_board.records["label"] >= 0
     events_board = [

@@ -7,7 +7,6 @@ import http.client
 import os
 import posixpath
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -16,9 +15,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from tqdm import tqdm
-
 from kws.errors import DownloadError
+from kws.progress import bar, stage
 
 # Sizes and SHA-256 sums as recorded by TensorFlow Datasets in
 # github.com/tensorflow/datasets, file tensorflow_datasets/url_checksums/speech_commands.txt
@@ -65,7 +63,7 @@ def download(
         Expected size in bytes, if known: lets an existing file of the wrong size skip hashing,
         drops a ``.part`` that is already too long, and sizes the progress bar.
     progress : bool
-        Show a progress bar on stderr.
+        Progress on stderr (:mod:`kws.progress`): the transfer, then the checksum.
     timeout : float
         Seconds to wait for the server on each network operation.
 
@@ -93,6 +91,7 @@ def download(
         part.unlink()
     _fetch(url, part, expected_size=expected_size, progress=progress, timeout=timeout)
 
+    stage(f"checking the SHA-256 of {dest.name}", progress)  # seconds for the 2.4 GB archive
     got = _sha256_of(part)
     if got != sha256:
         part.unlink()
@@ -200,7 +199,7 @@ def download_speech_commands(
     expected_size : int or None
         Expected size of the archive in bytes, or None if unknown.
     progress : bool
-        Show a progress bar on stderr while downloading.
+        Progress on stderr (:mod:`kws.progress`): the download, then the extraction.
 
     Returns
     -------
@@ -220,6 +219,7 @@ def download_speech_commands(
     if not name:
         raise DownloadError(f"cannot name a cache file after {url}: its path has no file name")
     archive = download(url, dest.parent / name, sha256=sha256, expected_size=expected_size, progress=progress)
+    stage(f"extracting {archive} into {dest}", progress)  # a minute or more for 105,000 files
     return extract_tar(archive, dest)
 
 
@@ -239,21 +239,20 @@ def _fetch(url: str, part: Path, *, expected_size: int | None, progress: bool, t
             received = 0
             with (
                 part.open("ab" if offset else "wb") as out,
-                tqdm(
+                bar(
+                    desc=part.name.removesuffix(".part"),
                     total=total,
                     initial=offset,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
-                    desc=part.name.removesuffix(".part"),
-                    file=sys.stderr,
-                    disable=not progress,
-                ) as bar,
+                    enabled=progress,
+                ) as shown,
             ):
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     received += len(chunk)
-                    bar.update(len(chunk))
+                    shown.update(len(chunk))
             if remaining is not None and received != remaining:
                 raise DownloadError(
                     f"cannot download {url}: the connection closed after {received} of {remaining} bytes; "

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from kws.audio import load_audio
 from kws.data import examples, keywords_of, load_example, negative_files, scan
 from kws.errors import DataError
 from kws.features import FrontendConfig, clip_features
+from kws.progress import bar
 from kws.runtime import Runner
 
 
@@ -62,7 +62,7 @@ def load_features(
     feats = np.stack(
         [
             clip_features(load_example(e, frontend.clip_samples, frontend.sample_rate), frontend)
-            for e in tqdm(chosen, desc=f"features {split}", disable=not progress, leave=False)
+            for e in bar(chosen, desc=f"features {split}", unit=" clips", enabled=progress, leave=False)
         ]
     )
     y = np.array([list(labels).index(e.label) for e in chosen])
@@ -74,7 +74,13 @@ def predict(runner: Runner, features: np.ndarray, *, progress: bool = False, des
     return np.stack(
         [
             runner.run_clip(x)
-            for x in tqdm(features, desc=desc or runner.runtime, disable=not progress, leave=False)
+            for x in bar(
+                features,
+                desc=desc or f"{runner.path.name} {runner.runtime}",
+                unit=" clips",
+                enabled=progress,
+                leave=False,
+            )
         ]
     )
 
@@ -188,7 +194,9 @@ def load_negative_features(
         Show a progress bar while reading.
     """
     windows, samples = [], 0
-    for path in tqdm(negative_files(folder, keywords), desc="negatives", disable=not progress, leave=False):
+    for path in bar(
+        negative_files(folder, keywords), desc="negatives", unit=" recordings", enabled=progress, leave=False
+    ):
         audio = load_audio(path, frontend.sample_rate)
         samples += len(audio)
         windows += [clip_features(w, frontend) for w in negative_windows(audio, frontend)]
@@ -229,7 +237,7 @@ def false_accepts(runner: Runner, folder: str | Path, *, progress: bool = False)
     """The keyword false-accept rate of ``runner`` on the non-keyword recordings under ``folder``."""
     keywords = keywords_of(runner.info.labels)
     windows, minutes = load_negative_features(folder, runner.info.frontend, keywords, progress=progress)
-    top = predict(runner, windows, progress=progress, desc="negatives").argmax(axis=1)
+    top = predict(runner, windows, progress=progress, desc="negative windows").argmax(axis=1)
     return FalseAccepts(tuple(runner.info.labels), top, minutes)
 
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm import tqdm
 
 from kws.data import BACKGROUND_DIR, SILENCE, UNKNOWN, keywords_of, speaker_of, which_set
 from kws.errors import DataError
 from kws.features import FRONTENDS, PIXEL_MAX, FrontendConfig, clip_log_mel, log_mel_to_cepstra, normalise
 from kws.fileio import atomic_path, cache_dir, write_text_atomic
+from kws.progress import bar
 
 IMAGE_ROWS = 98
 IMAGE_BANDS = 40
@@ -154,7 +154,7 @@ def _decoded(source: Path, progress: bool) -> Iterator[tuple[str, str, np.ndarra
     if not source.exists():
         raise ImageError(f"{source}: log-mel image archive not found")
     found = False
-    for word, name, data in tqdm(_members(source), desc="read images", unit=" images", disable=not progress):
+    for word, name, data in bar(_members(source), desc="read images", unit=" images", enabled=progress):
         if not word or (word != BACKGROUND_DIR and speaker_of(Path(name)) is None):
             raise ImageError(
                 f"{source}: {word + '/' if word else ''}{name} is not <word>/<speaker>_nohash_<n>.jpg "

@@ -20,6 +20,7 @@ from kws.convert import convert_models, save_keras
 from kws.errors import KwsError
 from kws.fileio import write_bytes_atomic, write_text_atomic
 from kws.inputs import DEFAULT_DISTRIBUTE, DEFAULT_INPUT_WORKERS
+from kws.progress import stage
 from kws.report import TrainReport, measure, write_report
 from kws.runtime import runner_from_bytes
 from kws.streameval import DEFAULT_TARGET_FA, DEFAULT_TUNE_MINUTES, tune_detector, tuned
@@ -112,12 +113,11 @@ def run(
             if key not in models:
                 continue
             name = RUN_FILES[key]
-            if progress:
-                print(
-                    f"tuning the thresholds of {name} on {tune_minutes:g} min of validation stream"
-                    + (" and the held-out negatives" if negatives else ""),
-                    file=sys.stderr,
-                )
+            stage(
+                f"tuning the thresholds of {name} on {tune_minutes:g} min of validation stream"
+                + (" and the held-out negatives" if negatives else ""),
+                progress,
+            )
             runner = runner_from_bytes(models[key], run_dir / name)
             settings, tuning = tune_detector(
                 runner,
@@ -125,6 +125,7 @@ def run(
                 target_false_alarms_per_hour=target_false_alarms_per_hour,
                 negatives=negatives,
                 minutes=tune_minutes,
+                progress=progress,
             )
             models[key] = tuned(runner, settings, tuning)
             thresholds[name] = {**tuning, "thresholds": settings.thresholds}

@@ -24,6 +24,7 @@ their threshold; after an event the detector stays quiet for ``refractory`` seco
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import numpy as np
 from kws.artifact import DetectorConfig, ModelInfo
 from kws.data import keywords_of
 from kws.features import StreamingFrontend
+from kws.progress import bar
 from kws.runtime import Runner
 
 DEFAULT_THRESHOLD = 0.6
@@ -348,10 +350,26 @@ class Detector:
         return events
 
 
-def detect(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> list[Detection]:
-    """Run a fresh stream through ``detector``, fed ``chunk`` samples at a time (100 ms by default)."""
+def audio_chunks(
+    audio: np.ndarray, chunk: int, rate: int, *, desc: str = "detector", progress: bool = False
+) -> Iterator[np.ndarray]:
+    """``audio`` (``rate`` samples a second) ``chunk`` samples at a time; ``progress``: a bar over
+    its seconds on stderr, whole ones (a bar of fractions shows them to the last float digit)."""
+    with bar(
+        desc=desc, total=math.ceil(len(audio) / rate), unit=" s", enabled=progress, leave=False
+    ) as shown:
+        for start in range(0, len(audio), chunk):
+            yield audio[start : start + chunk]
+            shown.update(math.ceil(min(start + chunk, len(audio)) / rate) - shown.n)
+
+
+def detect(
+    detector: Detector, audio: np.ndarray, chunk: int = 1600, *, progress: bool = False
+) -> list[Detection]:
+    """Run a fresh stream through ``detector``, fed ``chunk`` samples at a time (100 ms by
+    default); ``progress``: a bar over the seconds of audio on stderr (:mod:`kws.progress`)."""
     detector.reset()
     events = []
-    for start in range(0, len(audio), chunk):
-        events += detector.push(audio[start : start + chunk])
+    for piece in audio_chunks(audio, chunk, detector.frontend.config.sample_rate, progress=progress):
+        events += detector.push(piece)
     return events

@@ -32,8 +32,9 @@ from kws.data import (
 )
 from kws.errors import DataError
 from kws.fileio import write_bytes_atomic
+from kws.progress import bar, stage
 from kws.runtime import Runner, load_runner
-from kws.stream import Detection, Detector, PosteriorSmoother, moving_average
+from kws.stream import Detection, Detector, PosteriorSmoother, audio_chunks, moving_average
 from kws.streams import Word, build_negative_stream, build_stream
 
 
@@ -147,13 +148,19 @@ class Trace:
     cpu_seconds: float  # front-end + model, per whole stream
 
 
-def record(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> Trace:
-    """Run ``audio`` through a fresh ``detector`` and keep every (smoothed) posterior, not events."""
+def record(
+    detector: Detector, audio: np.ndarray, chunk: int = 1600, *, what: str = "stream", progress: bool = False
+) -> Trace:
+    """Run ``audio`` through a fresh ``detector`` and keep every (smoothed) posterior, not events.
+
+    ``progress``: a bar over the seconds of audio on stderr, named after ``what`` the stream is
+    (a long stream takes minutes)."""
     detector.reset()
     times, raw = [], []
+    rate = detector.frontend.config.sample_rate
     start = time.process_time()
-    for i in range(0, len(audio), chunk):
-        for t, p in detector.posteriors(audio[i : i + chunk]):
+    for piece in audio_chunks(audio, chunk, rate, desc=f"detector on the {what}", progress=progress):
+        for t, p in detector.posteriors(piece):
             times.append(t)
             raw.append(p)
     cpu = time.process_time() - start
@@ -165,7 +172,7 @@ def record(detector: Detector, audio: np.ndarray, chunk: int = 1600) -> Trace:
         np.array(times),
         smoothed.reshape(len(raw), len(detector.smoother.labels)),
         detector.smoother.refractory,
-        len(audio) / detector.frontend.config.sample_rate,
+        len(audio) / rate,
         cpu,
     )
 
@@ -212,6 +219,8 @@ def tune_thresholds(
     target_false_alarms_per_hour: float,
     grid: Sequence[float] = THRESHOLD_GRID,
     negatives: Sequence[Recorded] = (),
+    *,
+    progress: bool = False,
 ) -> dict[str, float]:
     """One threshold per keyword: the lowest whose own false alarms stay within an equal share of the target.
 
@@ -229,12 +238,14 @@ def tune_thresholds(
         gets the last.
     negatives : sequence of (Trace, words)
         Recorded streams of speech without keywords (:func:`build_negative_stream`).
+    progress : bool
+        A bar over the keywords on stderr (seconds each on a 30-min stream).
     """
     keywords = [label for label in trace.labels if label not in (SILENCE, UNKNOWN)]
     share = target_false_alarms_per_hour / len(keywords)
     streams = [(trace, words), *negatives]
     chosen = {}
-    for keyword in keywords:
+    for keyword in bar(keywords, desc="choosing thresholds", unit=" keywords", enabled=progress, leave=False):
         others = dict.fromkeys(keywords, np.inf)  # tuned one at a time: only this keyword fires
         for threshold in grid:
             count, hours = false_alarms(streams, {**others, keyword: threshold})
@@ -245,15 +256,20 @@ def tune_thresholds(
 
 
 def det_curve(
-    keyword_stream: Recorded, negatives: Sequence[Recorded] = (), grid: Sequence[float] = THRESHOLD_GRID
+    keyword_stream: Recorded,
+    negatives: Sequence[Recorded] = (),
+    grid: Sequence[float] = THRESHOLD_GRID,
+    *,
+    progress: bool = False,
 ) -> list[dict[str, float]]:
     """Detection-error trade-off at shared thresholds (one for every keyword).
 
     The false-reject rate is the keyword stream's; the false alarms are counted on the
-    ``negatives`` streams where given, else on the keyword stream itself.
+    ``negatives`` streams where given, else on the keyword stream itself. ``progress``: a
+    bar over the thresholds on stderr (a 20-min stream takes seconds).
     """
     points = []
-    for threshold in grid:
+    for threshold in bar(grid, desc="DET curve", unit=" thresholds", enabled=progress, leave=False):
         trace, words = keyword_stream
         hits = score(replay(trace, threshold), words, trace.seconds)
         count, hours = false_alarms(negatives or [keyword_stream], threshold)
@@ -291,6 +307,7 @@ def tune_detector(
     minutes: float = DEFAULT_TUNE_MINUTES,
     snr_db: float = 20.0,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[DetectorConfig, dict[str, Any]]:
     """Tune a model's per-keyword thresholds on a stream.
 
@@ -304,6 +321,7 @@ def tune_detector(
 
     A :class:`TuningWarning` says when even the strictest thresholds tried exceed the
     target on these streams (the model cannot meet it; the strictest are returned).
+    ``progress``: the streams' building and a bar per stream on stderr (:mod:`kws.progress`).
 
     Returns
     -------
@@ -315,21 +333,28 @@ def tune_detector(
         ``extra["threshold_tuning"]``.
     """
     detector = Detector(runner)
+    stage(f"building the {minutes:g}-min {split} stream ({snr_db:g} dB)", progress)
     audio, words = build_stream(
         data_dir, runner.info.labels, split=split, minutes=minutes, snr_db=snr_db, seed=seed
     )
-    trace = record(detector, audio)
+    trace = record(detector, audio, what=f"{split} stream", progress=progress)
     keywords = keywords_of(runner.info.labels)
     files = [f for folder in negatives for f in negative_files(folder, keywords) if held_out_negative(f)]
     if negatives and not files:
         raise DataError(f"{', '.join(map(str, negatives))}: no held-out recordings to tune on")
     negative_streams = []
     for i, snr in enumerate(NEGATIVE_SNRS if files else ()):
+        what = f"negative stream ({snr:g} dB)"
+        stage(f"building the {what} of {len(files)} held-out recordings", progress)
         negative_audio, negative_words = build_negative_stream(
             files, data_dir, runner.info.labels, split=split, snr_db=snr, seed=seed + i
         )
-        negative_streams.append((record(Detector(runner), negative_audio), negative_words))
-    thresholds = tune_thresholds(trace, words, target_false_alarms_per_hour, negatives=negative_streams)
+        negative_streams.append(
+            (record(Detector(runner), negative_audio, what=what, progress=progress), negative_words)
+        )
+    thresholds = tune_thresholds(
+        trace, words, target_false_alarms_per_hour, negatives=negative_streams, progress=progress
+    )
     result = score(replay(trace, thresholds), words, trace.seconds)
     count, hours = false_alarms([(trace, words), *negative_streams], thresholds)
     if count / hours > target_false_alarms_per_hour:
@@ -382,13 +407,14 @@ def tune_model(
     snr_db: float = 20.0,
     seed: int = 0,
     out: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Tune a model file's per-keyword thresholds (:func:`tune_detector`) and store them in its metadata.
 
     The file is rewritten in place (``out`` None) or the tuned model written to ``out``;
     either way the bytes written are the model that was tuned, even if the file changes
     meanwhile, atomically. A file inside the installed ``kws`` package (the bundled
-    models) is never rewritten: give ``out``.
+    models) is never rewritten: give ``out``. ``progress`` as for :func:`tune_detector`.
 
     Returns
     -------
@@ -416,6 +442,7 @@ def tune_model(
         minutes=minutes,
         snr_db=snr_db,
         seed=seed,
+        progress=progress,
     )
     write_bytes_atomic(target, tuned(runner, settings, tuning))
     return {**tuning, "thresholds": settings.thresholds}

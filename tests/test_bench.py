@@ -48,7 +48,7 @@ def small_jarvis(tmp_path_factory: pytest.TempPathFactory, test12: Path) -> Path
 
 
 @pytest.fixture(scope="module")
-def bench_json(small_test12: Path, small_jarvis: Path) -> dict[str, Any]:
+def bench_run(small_test12: Path, small_jarvis: Path) -> subprocess.CompletedProcess[str]:
     result = run_kws(
         "bench",
         "--data",
@@ -62,7 +62,12 @@ def bench_json(small_test12: Path, small_jarvis: Path) -> dict[str, Any]:
         "--json",
     )
     assert result.returncode == 0, result.stderr
-    out: dict[str, Any] = json.loads(result.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def bench_json(bench_run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(bench_run.stdout)
     return out
 
 
@@ -77,6 +82,30 @@ def test_bench_defaults_to_the_bundled_lstm_and_dscnn(bench_json: dict[str, Any]
     assert models == [bundled_model("lstm"), bundled_model("dscnn")]
     lstm, dscnn = bench_json["models"]
     assert lstm["streaming"]["mode"] == "stateful" and dscnn["streaming"]["mode"] == "windowed"
+
+
+def test_bench_json_says_its_stages_on_stderr(bench_run: subprocess.CompletedProcess[str]) -> None:
+    """With --json, stdout is the JSON alone and the progress goes to stderr: one line a stage
+    (stderr is a pipe here, no terminal), the streams first, then each model's stages."""
+    lines = bench_run.stderr.splitlines()
+    assert "\r" not in bench_run.stderr and "Traceback" not in bench_run.stderr
+    assert lines[:5] == [
+        "building the 1-min keyword stream (20 dB)",
+        "building the negative stream (20 dB) of 10 recordings",
+        "building the 1-min keyword stream (10 dB)",
+        "building the negative stream (10 dB) of 10 recordings",
+        "benchmarking: 2 models",
+    ]
+    lstm, dscnn = (lines.index(f"benchmarking {bundled_model(name)}") for name in ("lstm", "dscnn"))
+    assert lstm == 5 and dscnn > lstm
+    for model in (lines[lstm:dscnn], lines[dscnn:]):
+        assert model[1] == f"features test: {12 * 6} clips"
+        for stage in (
+            "detector on the keyword stream (20 dB): 60 s",
+            "detector on the keyword stream (10 dB): 60 s",
+            "DET curve: 71 thresholds",
+        ):
+            assert stage in model
 
 
 def test_accuracy_equals_kws_eval(bench_json: dict[str, Any], small_test12: Path) -> None:

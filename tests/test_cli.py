@@ -24,7 +24,8 @@ pytestmark = pytest.mark.system  # kws commands as a user types them, many in a 
 
 def test_data_check_official_layout(speech_commands: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "check", str(speech_commands)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == "reading: 3696 files\n"  # stderr is no terminal here: one line, no bar
     assert "3690 clips on disk" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert rows["label"] == ["train", "validation", "test", "total"]
@@ -40,11 +41,10 @@ def test_data_check_test12_and_keywords(
     assert main(["data", "check", str(test12)]) == 0
     out = capsys.readouterr().out
     assert "574 clips on disk" in out and "_silence_           173" in out
-    assert main(["data", "check", str(speech_commands), "--keywords", "marvin,sheila"]) == 0
-    rows = {
-        line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()
-    }
-    assert rows["marvin"][0] != "0" and "yes" not in rows
+    assert main(["data", "check", str(speech_commands), "--keywords", "marvin,sheila", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["marvin"][0] != "0" and "yes" not in rows and err == ""
 
 
 def test_data_check_fails_on_unreadable_file(speech_commands: Path, tmp_path: Path) -> None:
@@ -270,7 +270,7 @@ def test_closed_output_pipe_ends_quietly(speech_commands: Path) -> None:
         "import os, sys\n"
         "read, write = os.pipe(); os.close(read); os.dup2(write, 1)\n"  # nobody reads our stdout
         "from kws.cli import main\n"
-        f"sys.exit(main(['data', 'check', {str(speech_commands)!r}]))\n"
+        f"sys.exit(main(['data', 'check', {str(speech_commands)!r}, '--quiet']))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 141 and result.stderr == ""
@@ -313,3 +313,19 @@ def test_export_replaces_only_what_it_wrote(tmp_path: Path) -> None:
     (out / "kws_export.json").unlink()
     assert "exists and was not written by kws export" in run_kws("export", "--out", str(out)).stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_eval_json_keeps_stdout_to_the_json_and_its_progress_to_stderr(
+    test12: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Progress goes to stderr with --json too (a run of minutes is not silent): one line a
+    stage where stderr is no terminal (as here), none with --quiet; stdout is the JSON alone."""
+    assert main(["eval", "--data", str(test12), "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["clips"] == 574 and result["accuracy"] > 0.9
+    assert err.splitlines() == ["features test: 574 clips", f"{bundled_model().name} litert: 574 clips"]
+    assert "\r" not in err and err.endswith("\n")
+    assert main(["eval", "--data", str(test12), "--json", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == result and err == ""

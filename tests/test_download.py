@@ -18,6 +18,7 @@ from helpers import make_tar_gz
 
 from kws.download import download, download_speech_commands, extract_tar
 from kws.errors import DownloadError
+from kws.progress import Bar
 
 FILES = {
     "yes/abc_nohash_0.wav": b"RIFF-yes-0" * 50,
@@ -131,14 +132,20 @@ def leftovers(folder: Path) -> list[str]:
 # --- download + extraction ----------------------------------------------------------------------
 
 
-def test_happy_path_then_nothing_to_do(server: Server, tmp_path: Path) -> None:
+def test_happy_path_then_nothing_to_do(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = make_tar_gz(FILES)
     url = serve(server, "sc.tar.gz", data)
     dest = tmp_path / "speech_commands"
 
-    out = download_speech_commands(
-        dest, url=url, sha256=sha256(data), expected_size=len(data), progress=False
-    )
+    out = download_speech_commands(dest, url=url, sha256=sha256(data), expected_size=len(data))
+    # Progress on stderr, no terminal here: a line for each stage.
+    assert capsys.readouterr().err.splitlines() == [
+        f"sc.tar.gz: {Bar.format_sizeof(len(data), 'B', 1024)}",  # as the bar shows it
+        "checking the SHA-256 of sc.tar.gz",
+        f"extracting {tmp_path / 'sc.tar.gz'} into {dest}",
+    ]
 
     assert out == dest
     assert_files(dest)
@@ -146,8 +153,8 @@ def test_happy_path_then_nothing_to_do(server: Server, tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["sc.tar.gz", "speech_commands"]
     assert server.requests == [None]
 
-    download_speech_commands(dest, url=url, sha256=sha256(data), expected_size=len(data), progress=False)
-    assert server.requests == [None]
+    download_speech_commands(dest, url=url, sha256=sha256(data), expected_size=len(data))
+    assert server.requests == [None] and capsys.readouterr().err == ""  # nothing done, nothing said
 
 
 def test_download_skips_a_verified_file(server: Server, tmp_path: Path) -> None:

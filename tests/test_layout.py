@@ -112,3 +112,16 @@ def test_no_module_is_longer_than_a_reader_can_hold() -> None:
     assert len(lengths) > 30  # the package was found
     too_long = {name: n for name, n in lengths.items() if n > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
+
+
+def test_only_kws_progress_draws_progress() -> None:
+    """Bar or line, and --quiet, are decided in one place: a module with its own tqdm bar would
+    write \\r-redrawn bars into logs and pipes."""
+    users = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name.split(".")[0] == "tqdm" for name in names):
+                users.add(module_name(path))
+    assert users == {"kws.progress"}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from kws.artifact import embed_metadata
 from kws.audio import load_audio, write_wav
 from kws.bundled import bundled_model
 from kws.features import clip_features
+from kws.progress import bar, stage
 from kws.runtime import load_runner
 from kws.stream import Detection, Detector, DetectorConfig, PosteriorSmoother, detect
 from kws.streameval import THRESHOLD_GRID, TuningWarning, record, replay, score, tune_model, tune_thresholds
@@ -77,6 +80,7 @@ def test_stream_cli_json_lines(clip: np.ndarray, tmp_path: Path) -> None:
     model = bundled_model(variant="int8_step")
     result = run_kws("stream", str(wav), "--model", str(model), "--json", "--threshold", "0.3")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "detector: 5 s\n"  # progress: stderr is a pipe, so one line, no bar
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["label"] for e in events].count("yes") == 2, events  # both clips are heard
     for event in events:
@@ -85,6 +89,36 @@ def test_stream_cli_json_lines(clip: np.ndarray, tmp_path: Path) -> None:
     # The command prints what the library call finds.
     library = detect(Detector(load_runner(model), thresholds=0.3), load_audio(wav))
     assert events == [e.to_dict() for e in library]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_a_stage_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    with bar(desc="clips", total=3, unit=" clips") as shown:
+        shown.update(1)
+        stage("a stage")  # above the bar, not through it
+        shown.update(2)
+    drawn = sys.stderr.getvalue()
+    assert "\rclips:" in drawn and "100%" in drawn and "3/3" in drawn and "\ra stage\n" in drawn
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log or a pipe
+    assert list(bar(range(3), desc="clips", unit=" clips", leave=False)) == [0, 1, 2]
+    with bar(desc="epoch 1/2", total=80, unit=" batches") as shown:  # a disabled bar takes the same calls
+        shown.update(80)
+        shown.set_postfix(loss="0.123")
+    assert list(bar(iter("ab"), desc="read images")) == ["a", "b"]  # the count unknown
+    stage("a stage")
+    assert sys.stderr.getvalue() == "clips: 3 clips\nepoch 1/2: 80 batches\nread images\na stage\n"
+    for stderr in (_Terminal(), io.StringIO()):  # --quiet: nothing either way
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert list(bar(range(3), desc="clips", enabled=False)) == [0, 1, 2]
+        stage("a stage", enabled=False)
+        assert stderr.getvalue() == ""
 
 
 def test_detector_config_is_the_one_source_of_the_settings(tmp_path: Path) -> None:
@@ -230,7 +264,7 @@ def test_tune_command_stores_thresholds_the_detector_uses(
 
 
 def test_tune_refuses_the_installed_models_and_writes_a_copy(
-    small_speech_commands: Path, tmp_path: Path
+    small_speech_commands: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundled = bundled_model(variant="int8_step")
     before = bundled.read_bytes()
@@ -239,8 +273,13 @@ def test_tune_refuses_the_installed_models_and_writes_a_copy(
     assert "--out" in result.stderr and "Traceback" not in result.stderr
     copy = tmp_path / "tuned.tflite"
     tuning = tune_model(
-        bundled, small_speech_commands, target_false_alarms_per_hour=50, minutes=0.5, out=copy
+        bundled, small_speech_commands, target_false_alarms_per_hour=50, minutes=0.5, out=copy, progress=True
     )
+    assert capsys.readouterr().err.splitlines() == [
+        "building the 0.5-min validation stream (20 dB)",
+        "detector on the validation stream: 30 s",
+        "choosing thresholds: 10 keywords",
+    ]
     assert bundled.read_bytes() == before
     assert load_runner(copy).info.detector == DetectorConfig(thresholds=tuning["thresholds"])
     x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)

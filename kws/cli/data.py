@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kws.cli.options import Subcommands, frontend_option, keywords
+from kws.cli.options import Subcommands, frontend_option, keywords, quiet_option
 from kws.data import DEFAULT_KEYWORDS
 from kws.features import FRONTENDS
 
@@ -23,10 +23,11 @@ def add_data(sub: Subcommands) -> None:
         default=DEFAULT_KEYWORDS,
         help=f"comma-separated keywords (default: {','.join(DEFAULT_KEYWORDS)})",
     )
+    quiet_option(check)
     check.set_defaults(func=cmd_data_check)
     download = data_sub.add_parser("download", help="download and unpack Speech Commands v0.02 (2.4 GB)")
     download.add_argument("--dest", type=Path, default=Path("data/speech_commands"), help="target folder")
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_option(download, help="no progress bar")
     download.set_defaults(func=cmd_data_download)
 
 
@@ -41,7 +42,7 @@ def add_features(sub: Subcommands) -> None:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from kws.data import check, format_check
 
-    report = check(args.dir, args.keywords)
+    report = check(args.dir, args.keywords, progress=not args.quiet)
     print(format_check(report))
     return 1 if report.unreadable or report.index.listed_missing or any(report.overlap.values()) else 0
 

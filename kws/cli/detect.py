@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kws.cli.options import Subcommands, detector_options, device, positive
+from kws.cli.options import Subcommands, detector_options, device, positive, quiet_option
 
 if TYPE_CHECKING:
     from kws.stream import Detection, Detector
@@ -24,6 +24,7 @@ def add_stream(sub: Subcommands) -> None:
     stream.add_argument("file", type=Path, help="a WAV or FLAC recording (converted to 16 kHz mono)")
     detector_options(stream)
     stream.add_argument("--json", action="store_true", help="one JSON object a line: label, time, score")
+    quiet_option(stream)
     stream.set_defaults(func=cmd_stream)
 
 
@@ -74,7 +75,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     detector = _detector(args)
     audio = load_audio(args.file, detector.frontend.config.sample_rate)
-    events = detect(detector, audio)
+    events = detect(detector, audio, progress=not args.quiet)
     for event in events:
         if args.json:
             print(json.dumps(event.to_dict()))

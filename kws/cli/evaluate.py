@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kws.bench import bench, format_table, plot
-from kws.cli.options import Subcommands, defaults, finite, positive
+from kws.cli.options import Subcommands, defaults, finite, positive, quiet_option
 from kws.data import SPLITS
 from kws.errors import KwsError
 from kws.runtime import RUNTIMES, load_runner
@@ -33,6 +33,7 @@ def add_eval(sub: Subcommands) -> None:
     ev.add_argument("--split", choices=SPLITS, default="test")
     ev.add_argument("--runtime", choices=RUNTIMES, default=defaults(load_runner)["runtime"])
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout, nothing else")
+    quiet_option(ev)
     ev.set_defaults(func=cmd_eval)
 
 
@@ -79,6 +80,7 @@ def add_bench(sub: Subcommands) -> None:
     out.add_argument("--json", action="store_true", help="one JSON object with every figure")
     out.add_argument("--markdown", action="store_true", help="the table in Markdown")
     parser.add_argument("--plot", type=Path, help="write a PNG: confusion matrices and the DET curve")
+    quiet_option(parser)
     parser.set_defaults(func=cmd_bench)
 
 
@@ -95,14 +97,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"model": str(args.model), "runtime": runner.runtime}
     if args.data is not None:
         data = load_features(
-            args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.json
+            args.data, args.split, runner.info.labels, runner.info.frontend, progress=not args.quiet
         )
-        result = evaluate(runner, data, progress=not args.json)
+        result = evaluate(runner, data, progress=not args.quiet)
         out.update(data=data.source, **result.to_dict())
         if not args.json:
             print(format_result(result, f"{args.model} ({runner.runtime}) on {data.source}"))
     if args.negatives is not None:
-        negatives = false_accepts(runner, args.negatives, progress=not args.json)
+        negatives = false_accepts(runner, args.negatives, progress=not args.quiet)
         out["negatives"] = {"folder": str(args.negatives), **negatives.to_dict()}
         if not args.json:
             print(("\n" if args.data is not None else "") + format_false_accepts(negatives, args.negatives))
@@ -130,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         snrs=args.snr or NEGATIVE_SNRS,
         repeats=args.repeats,
-        progress=not args.json,
+        progress=not args.quiet,
         tflm_sources=args.tflm or os.environ.get("KWS_TFLM") or None,
     )
     if args.json:

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from kws.board import BOARD, BoardError, format_report, measure, missing_tools, tflm_tree
-from kws.cli.options import Subcommands, defaults, positive, streaming_arguments
+from kws.cli.options import Subcommands, defaults, positive, quiet_option, streaming_arguments
 from kws.stream import FIRMWARE_COPIES, FIRMWARE_RESET_EVERY
 
 
@@ -52,6 +52,7 @@ def add_firmware(sub: Subcommands) -> None:
     )
     fw.add_argument("--json", action="store_true", help="one JSON object with every figure")
     streaming_arguments(fw, copies=FIRMWARE_COPIES, reset_every=FIRMWARE_RESET_EVERY)
+    quiet_option(fw)
     fw.set_defaults(func=cmd_firmware)
 
 
@@ -84,6 +85,7 @@ def cmd_firmware(args: argparse.Namespace) -> int:
             minutes=args.minutes,
             copies=args.copies,
             reset_every=args.reset_every,
+            progress=not args.quiet,
         )
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     ok = report.board_equals_host and report.events_match and report.top1_agreement >= 0.99

@@ -86,6 +86,12 @@ def device(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def quiet_option(parser: argparse.ArgumentParser, help: str = "no progress on stderr") -> None:
+    """``--quiet``: no progress (:mod:`kws.progress`), which otherwise goes to stderr even with
+    ``--json`` (stdout keeps the result alone)."""
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
 def frontend_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--frontend", choices=sorted(FRONTENDS), default=DEFAULT_FRONTEND, help=help)
 

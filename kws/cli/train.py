@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 
 from kws.artifact import ARCHITECTURES
-from kws.cli.options import INTERRUPTED, Subcommands, defaults, dropout, frontend_option, keywords, positive
+from kws.cli.options import (
+    INTERRUPTED,
+    Subcommands,
+    defaults,
+    dropout,
+    frontend_option,
+    keywords,
+    positive,
+    quiet_option,
+)
 from kws.data import SPLITS
 from kws.errors import KwsError
 from kws.features import FRONTENDS
@@ -139,7 +148,7 @@ def add_train(sub: Subcommands) -> None:
         type=positive(float),
         help=f"false alarms per hour the thresholds aim at (default: {DEFAULT_TARGET_FA:g})",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress output")
+    quiet_option(train, help="no progress output")
     train.set_defaults(func=cmd_train)
 
 
@@ -175,6 +184,7 @@ def add_tune(sub: Subcommands) -> None:
         "also counts false alarms (repeatable)",
     )
     tune.add_argument("--seed", type=int, default=default["seed"])
+    quiet_option(tune)
     tune.set_defaults(func=cmd_tune)
 
 
@@ -244,6 +254,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             minutes=args.minutes,
             seed=args.seed,
             out=args.out,
+            progress=not args.quiet,
         )
         negatives = tuning.get("negatives")
         on = f" + {negatives['minutes']:.1f} min of held-out negatives" if negatives else ""

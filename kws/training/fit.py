@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from kws.data import SILENCE, UNKNOWN
 from kws.errors import KwsError
 from kws.inputs import NEGATIVE, ORDER_STREAM, WINDOW_STREAM, Refs, Workers, batch_dataset, example_features
 from kws.model import build, copy_weights, keras
+from kws.progress import Bar, bar, stage
 from kws.training.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
 from kws.training.config import TrainConfig
 from kws.training.distribute import is_chief
@@ -141,10 +141,10 @@ def class_weights(y: np.ndarray, n_labels: int, boost: dict[int, float] | None =
 
 
 class _BatchProgress(keras.callbacks.Callback):
-    """A tqdm bar per epoch with the running loss and accuracy (``metrics`` False: the bar only;
+    """A bar per epoch with the running loss and accuracy (``metrics`` False: the bar only;
     tf-keras's per-batch logs of a multi-worker run are summed over replicas, not means)."""
 
-    def __init__(self, bar: tqdm, metrics: bool = True) -> None:
+    def __init__(self, bar: Bar, metrics: bool = True) -> None:
         super().__init__()
         self.bar = bar
         self.metrics = metrics
@@ -294,15 +294,15 @@ def fit(
                 dataset = EpochInput(workers, data, config, epoch, refs, y, batches, label_weights)
                 keras.utils.set_random_seed(config.seed * 1000 + epoch)  # dropout
                 desc = f"epoch {epoch + 1}/{config.epochs}"
-                with tqdm(
-                    total=len(batches), desc=desc, disable=not progress, leave=False, file=sys.stderr
-                ) as bar:
+                with bar(
+                    desc=desc, total=len(batches), unit=" batches", enabled=progress, leave=False
+                ) as shown:
                     h = model.fit(
                         keras.utils.experimental.DatasetCreator(dataset.batches_of),
                         epochs=1,
                         steps_per_epoch=len(batches),
                         verbose=0,
-                        callbacks=[_BatchProgress(bar, metrics=not distributed)],
+                        callbacks=[_BatchProgress(shown, metrics=not distributed)],
                     )
                 if distributed:
                     local.set_weights(model.get_weights())
@@ -328,14 +328,13 @@ def fit(
                 if best:
                     state.best_accuracy, state.best_epoch = float(val_acc), epoch + 1
                 save_checkpoint(model, state, save_to, best)
-                if progress:
-                    print(
-                        f"{desc}: loss {h.history['loss'][0]:.3f} acc {h.history['accuracy'][0]:.3f}"
-                        f" | val loss {val_loss:.3f} acc {val_acc:.3f}"
-                        f" ({', '.join(f'{k} {right[v].mean():.3f}' for k, v in data.val_sources.items())})"
-                        f"{'  (best)' if best else ''}",
-                        file=sys.stderr,
-                    )
+                stage(
+                    f"{desc}: loss {h.history['loss'][0]:.3f} acc {h.history['accuracy'][0]:.3f}"
+                    f" | val loss {val_loss:.3f} acc {val_acc:.3f}"
+                    f" ({', '.join(f'{k} {right[v].mean():.3f}' for k, v in data.val_sources.items())})"
+                    f"{'  (best)' if best else ''}",
+                    progress,
+                )
     except KeyboardInterrupt:
         interrupted = True
         if state.best_accuracy < 0:

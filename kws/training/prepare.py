@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from kws.artifact import ModelInfo
 from kws.data import SILENCE, UNKNOWN, examples, held_out_negative, labels_for, negative_files, scan
@@ -34,6 +34,7 @@ from kws.inputs import (
     on_disk,
     raw_cepstra,
 )
+from kws.progress import bar
 from kws.training.config import TrainConfig
 from kws.training.mining import mining_windows
 
@@ -177,15 +178,13 @@ def prepare_data(
                 ]
             )
             chunks = workers.chunks(raw_cepstra, sample, frontend)
-            frontend = fit_normalisation(
-                tqdm(chunks, desc="normalisation", total=-(-len(sample) // 256), disable=not progress),
-                frontend,
-            )
+            frontend = fit_normalisation(_counted(chunks, len(sample), "normalisation", progress), frontend)
 
         def features(refs: Refs, what: str) -> np.ndarray:
             parts = workers.chunks(example_features, refs, frontend)
-            bar = tqdm(parts, desc=what, total=-(-len(refs) // 256), disable=not progress)
-            return on_disk(bar, (frontend.clip_frames, frontend.n_mfcc))
+            return on_disk(
+                _counted(parts, len(refs), what, progress), (frontend.clip_frames, frontend.n_mfcc)
+            )
 
         hop = round(NEGATIVE_HOP_SECONDS * frontend.sample_rate)
         val_windows = [
@@ -227,6 +226,15 @@ def prepare_data(
         mining,
         mining_x,
     )
+
+
+def _counted(chunks: Iterable[np.ndarray], total: int, desc: str, progress: bool) -> Iterator[np.ndarray]:
+    """``chunks`` of examples' arrays, with a bar counting the examples (what a user knows the
+    number of), not the chunks."""
+    with bar(desc=desc, total=total, unit=" examples", enabled=progress) as shown:
+        for chunk in chunks:
+            yield chunk
+            shown.update(len(chunk))
 
 
 def calibration_set(data: TrainingData, config: TrainConfig) -> np.ndarray:
