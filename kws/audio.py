@@ -102,13 +102,39 @@ def _wav_truncation(path: Path, file_size: int) -> str | None:
         return "truncated: no audio data chunk before the end of the file"
 
 
+def _ogg_truncation(path: Path, file_size: int) -> str | None:
+    """Return a message if an Ogg file (Opus, Vorbis) ends before its stream does.
+
+    libsndfile decodes a cut Ogg file up to the cut without a word, as it does a WAV. An Ogg
+    stream is a chain of pages, the last flagged end-of-stream: walk the page headers (a few
+    hundred small reads for an hour of audio) and check the chain ends where the file does.
+    """
+    with path.open("rb") as f:
+        if f.read(4) != b"OggS":
+            return None
+        pos, last_flags = 0, 0
+        while pos < file_size:
+            f.seek(pos)
+            header = f.read(27)  # "OggS", version, flags, granule, serial, sequence, CRC, segments
+            if len(header) < 27 or header[:4] != b"OggS":
+                return f"truncated or damaged: no Ogg page where one should start (byte {pos})"
+            lacing = f.read(header[26])
+            end = pos + 27 + len(lacing) + sum(lacing)
+            if len(lacing) < header[26] or end > file_size:
+                return f"truncated: its last Ogg page is cut ({file_size - pos} of {end - pos} bytes)"
+            pos, last_flags = end, header[5]
+        if not last_flags & 0x04:
+            return "truncated: the Ogg stream ends without its end-of-stream page"
+    return None
+
+
 def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """Check that ``path`` is a readable audio file and return its header facts.
 
     Parameters
     ----------
     path : path
-        A WAV, FLAC or other file libsndfile reads.
+        A WAV, FLAC, Ogg (Opus, Vorbis) or other file libsndfile reads.
 
     Raises
     ------
@@ -124,7 +150,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     size = path.stat().st_size
     if size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes)")
-    problem = _wav_truncation(path, size)
+    problem = _wav_truncation(path, size) or _ogg_truncation(path, size)
     if problem:
         raise AudioError(f"{path}: {problem}")
     try:
@@ -176,7 +202,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_R
     Parameters
     ----------
     path : path
-        The file (WAV, FLAC, or another format libsndfile reads).
+        The file (WAV, FLAC, Ogg Opus or Vorbis, or another format libsndfile reads).
     sample_rate : int
         The rate to return, in Hz. Other rates are resampled with a warning.
 

@@ -47,7 +47,7 @@ SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 BACKGROUND_DIR = "_background_noise_"
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus")  # Ogg: Opus or Vorbis
 
 # The part of each background-noise recording a split may use (fractions of its length).
 NOISE_REGIONS: dict[str, tuple[float, float]] = {
@@ -153,7 +153,7 @@ def _audio_files(folder: Path) -> list[Path]:
 
 
 def audio_files_under(folder: str | Path) -> list[Path]:
-    """Every audio file (``.wav``, ``.flac``) in a folder and its sub-folders, sorted.
+    """Every audio file (:data:`AUDIO_SUFFIXES`: WAV, FLAC, Ogg) in a folder and its sub-folders, sorted.
 
     Raises
     ------

@@ -82,6 +82,12 @@ def test12() -> Path:
 
 
 @pytest.fixture(scope="session")
+def speech() -> Path:
+    """Real sentences without keywords and some music, as Ogg Opus (``speech/`` of the shared data)."""
+    return _shared("speech")
+
+
+@pytest.fixture(scope="session")
 def fsdd() -> Path:
     """Free Spoken Digit Dataset recordings (8 kHz)."""
     return _shared("fsdd") / "recordings"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from helpers import run_kws
 
 from kws.bundled import bundled_model
@@ -329,3 +330,22 @@ def test_eval_json_keeps_stdout_to_the_json_and_its_progress_to_stderr(
     assert main(["eval", "--data", str(test12), "--json", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == result and err == ""
+
+
+def test_eval_negatives_reads_a_folder_of_ogg_sentences(
+    speech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shared sentences are Ogg Opus: a negatives folder of them (and of Vorbis) is read whole."""
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    chosen = sorted((speech / "arctic_bdl").glob("*.opus"))[:2]
+    for path in chosen:
+        (folder / path.name).symlink_to(path)
+    audio, rate = sf.read(chosen[0])
+    sf.write(folder / "vorbis.ogg", audio, rate, format="OGG", subtype="VORBIS")
+    (folder / "credits.txt").write_text("not audio: left out by its name\n")
+    assert main(["eval", "--negatives", str(folder), "--json", "--quiet"]) == 0
+    negatives = json.loads(capsys.readouterr().out)["negatives"]
+    seconds = sum(sf.info(p).duration for p in chosen) + len(audio) / rate
+    assert negatives["minutes"] == pytest.approx(seconds / 60, abs=1e-3)
+    assert negatives["windows"] >= 2 * (seconds - 3)  # a 1-s window every 0.5 s of each recording

@@ -33,7 +33,9 @@ def add_data(sub: Subcommands) -> None:
 
 def add_features(sub: Subcommands) -> None:
     feats = sub.add_parser("features", help="compute the MFCC features of an audio file")
-    feats.add_argument("file", type=Path, help="a WAV or FLAC file (converted to 16 kHz mono)")
+    feats.add_argument(
+        "file", type=Path, help="a WAV, FLAC or Ogg (Opus, Vorbis) file (converted to 16 kHz mono)"
+    )
     feats.add_argument("--out", type=Path, help="save the (frames, cepstra) array as .npy")
     frontend_option(feats, help="front-end setting (see README)")
     feats.set_defaults(func=cmd_features)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 def add_stream(sub: Subcommands) -> None:
     stream = sub.add_parser("stream", help="run the streaming detector over a recording and print detections")
-    stream.add_argument("file", type=Path, help="a WAV or FLAC recording (converted to 16 kHz mono)")
+    stream.add_argument(
+        "file", type=Path, help="a WAV, FLAC or Ogg (Opus, Vorbis) recording (converted to 16 kHz mono)"
+    )
     detector_options(stream)
     stream.add_argument("--json", action="store_true", help="one JSON object a line: label, time, score")
     quiet_option(stream)
