@@ -48,6 +48,7 @@ UNKNOWN = "_unknown_"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 BACKGROUND_DIR = "_background_noise_"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus")  # Ogg: Opus or Vorbis
+LIST_SUFFIX = ".txt"  # a list of audio files, one a line (negative_files)
 
 # The part of each background-noise recording a split may use (fractions of its length).
 NOISE_REGIONS: dict[str, tuple[float, float]] = {
@@ -180,8 +181,10 @@ def held_out_negative(path: Path) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_HELD_OUT_SHARE
 
 
-def negative_files(folder: str | Path, keywords: Sequence[str]) -> list[Path]:
-    """Every audio file under a folder of speech that holds no keyword, sorted.
+def negative_files(source: str | Path, keywords: Sequence[str]) -> list[Path]:
+    """Every audio file of a source of speech that holds no keyword: a folder (every audio file
+    under it, sorted) or a list file (``.txt``: one audio file a line, relative to the list's
+    folder, in its order; ``#`` starts a comment), such as a fixed split.
 
     A sub-folder named like a keyword is most likely keyword clips given by mistake:
     they would count as false alarms (or be trained on as ``_unknown_``), so it warns.
@@ -189,10 +192,12 @@ def negative_files(folder: str | Path, keywords: Sequence[str]) -> list[Path]:
     Raises
     ------
     DataError
-        The folder is missing or holds no audio file.
+        The folder or list is missing, holds no audio file, or lists a file that is not there.
     """
-    files = audio_files_under(folder)
-    root = Path(folder)
+    root = Path(source)
+    if root.suffix == LIST_SUFFIX and not root.is_dir():
+        return _listed_files(root)
+    files = audio_files_under(root)
     named = sorted(
         {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1} & set(keywords)
     )
@@ -204,6 +209,37 @@ def negative_files(folder: str | Path, keywords: Sequence[str]) -> list[Path]:
             stacklevel=2,
         )
     return files
+
+
+def _listed_files(path: Path) -> list[Path]:
+    """The audio files a list file names (:func:`negative_files`)."""
+    if not path.is_file():
+        raise DataError(f"{path}: list file not found")
+    lines = [os.fsdecode(line.split(b"#")[0].strip()) for line in path.read_bytes().splitlines()]
+    files = [Path(os.path.normpath(path.parent / line)) for line in lines if line]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"{path}: lists {missing[0]}{more}, not found")
+    if not files:
+        raise DataError(f"{path}: lists no audio files")
+    return files
+
+
+def split_negatives(
+    negatives: Sequence[str | Path], val_negatives: Sequence[str | Path], keywords: Sequence[str]
+) -> tuple[list[Path], list[Path]]:
+    """The training and the validation recordings of sources of speech without keywords.
+
+    With ``val_negatives`` (fixed validation sources, such as split lists), ``negatives`` are
+    trained on whole and ``val_negatives`` validate whole: the splits stay as their author made
+    them (by speaker, say). Without, a fixed 10% of each ``negatives`` source
+    (:func:`held_out_negative`) validates: a user's own folder needs no split of its own.
+    """
+    files = [f for source in negatives for f in negative_files(source, keywords)]
+    if val_negatives:
+        return files, [f for source in val_negatives for f in negative_files(source, keywords)]
+    return [f for f in files if not held_out_negative(f)], [f for f in files if held_out_negative(f)]
 
 
 def _read_list(root: Path, name: str) -> set[str] | None:

@@ -108,14 +108,14 @@ def run(
     if interrupted and tune_minutes > 0:
         print("interrupted: thresholds not tuned (run kws tune on the int8 files)", file=sys.stderr)
     elif tune_minutes > 0:
-        negatives = config.negatives if "negatives" in data.val_sources else ()  # none held out: none
+        held_out = "negatives" in data.val_sources  # else none to tune on
         for key in ("int8", "int8_step"):
             if key not in models:
                 continue
             name = RUN_FILES[key]
             stage(
                 f"tuning the thresholds of {name} on {tune_minutes:g} min of validation stream"
-                + (" and the held-out negatives" if negatives else ""),
+                + (" and the held-out negatives" if held_out else ""),
                 progress,
             )
             runner = runner_from_bytes(models[key], run_dir / name)
@@ -123,7 +123,8 @@ def run(
                 runner,
                 config.data,
                 target_false_alarms_per_hour=target_false_alarms_per_hour,
-                negatives=negatives,
+                negatives=config.negatives if held_out else (),
+                val_negatives=config.val_negatives if held_out else (),
                 minutes=tune_minutes,
                 progress=progress,
             )

@@ -23,13 +23,7 @@ from typing import Any
 import numpy as np
 
 from kws.artifact import DetectorConfig, ModelError, embed_metadata
-from kws.data import (
-    SILENCE,
-    UNKNOWN,
-    held_out_negative,
-    keywords_of,
-    negative_files,
-)
+from kws.data import SILENCE, UNKNOWN, keywords_of, split_negatives
 from kws.errors import DataError
 from kws.fileio import write_bytes_atomic
 from kws.progress import bar, stage
@@ -303,6 +297,7 @@ def tune_detector(
     *,
     target_false_alarms_per_hour: float,
     negatives: Sequence[str | Path] = (),
+    val_negatives: Sequence[str | Path] = (),
     split: str = "validation",
     minutes: float = DEFAULT_TUNE_MINUTES,
     snr_db: float = 20.0,
@@ -314,10 +309,10 @@ def tune_detector(
     The stream is built from ``data_dir``'s ``split`` clips (validation speakers by
     default), run through a :class:`Detector` with the settings stored in the model (else
     the defaults) in the mode its kind implies (windowed for a clip model, stateful for a
-    step model), and :func:`tune_thresholds` picks the thresholds. With ``negatives``
-    (folders of speech without keywords), the false alarms also count on a stream of each
-    folder's held-out recordings (the 10% ``kws train`` never trains on,
-    :func:`kws.data.held_out_negative`) at each of :data:`NEGATIVE_SNRS`.
+    step model), and :func:`tune_thresholds` picks the thresholds. With negatives (sources
+    of speech without keywords), the false alarms also count on a stream of their validation
+    recordings at each of :data:`NEGATIVE_SNRS`: all of ``val_negatives`` where given, else
+    the 10% of ``negatives`` ``kws train`` never trains on (:func:`kws.data.split_negatives`).
 
     A :class:`TuningWarning` says when even the strictest thresholds tried exceed the
     target on these streams (the model cannot meet it; the strictest are returned).
@@ -339,8 +334,8 @@ def tune_detector(
     )
     trace = record(detector, audio, what=f"{split} stream", progress=progress)
     keywords = keywords_of(runner.info.labels)
-    files = [f for folder in negatives for f in negative_files(folder, keywords) if held_out_negative(f)]
-    if negatives and not files:
+    files = split_negatives(negatives, val_negatives, keywords)[1]
+    if (negatives or val_negatives) and not files:
         raise DataError(f"{', '.join(map(str, negatives))}: no held-out recordings to tune on")
     negative_streams = []
     for i, snr in enumerate(NEGATIVE_SNRS if files else ()):
@@ -379,7 +374,7 @@ def tune_detector(
     if files:
         negative_count, negative_hours = false_alarms(negative_streams, thresholds)
         tuning["negatives"] = {
-            "folders": [str(f) for f in negatives],
+            "folders": [str(f) for f in (val_negatives or negatives)],
             "recordings": len(files),
             "snr_db": list(NEGATIVE_SNRS),
             "minutes": round(negative_hours * 60, 2),
@@ -402,6 +397,7 @@ def tune_model(
     *,
     target_false_alarms_per_hour: float,
     negatives: Sequence[str | Path] = (),
+    val_negatives: Sequence[str | Path] = (),
     split: str = "validation",
     minutes: float = DEFAULT_TUNE_MINUTES,
     snr_db: float = 20.0,
@@ -438,6 +434,7 @@ def tune_model(
         data_dir,
         target_false_alarms_per_hour=target_false_alarms_per_hour,
         negatives=negatives,
+        val_negatives=val_negatives,
         split=split,
         minutes=minutes,
         snr_db=snr_db,

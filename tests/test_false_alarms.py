@@ -166,6 +166,19 @@ def test_tuning_with_negatives_uses_only_the_held_out_recordings_and_meets_the_t
     )
     assert tuning["negatives"]["recordings"] == len(held_out)
     assert load_runner(copy).info.extra["threshold_tuning"]["negatives"] == tuning["negatives"]
+    # Fixed validation negatives (a list, say) replace the held-out tenth: only they count.
+    listed = tmp_path / "validation.txt"
+    listed.write_text("".join(f"{f}\n" for f in trained_on[:2]))
+    fixed = tune_model(
+        bundled_model(variant="int8_step"),
+        small_speech_commands,
+        target_false_alarms_per_hour=target,
+        negatives=[folder],
+        val_negatives=[listed],
+        minutes=1,
+        out=tmp_path / "fixed.tflite",
+    )
+    assert fixed["negatives"]["recordings"] == 2 and fixed["negatives"]["folders"] == [str(listed)]
     thresholds = tuning["thresholds"]
     # Rebuild the tuning streams and check each keyword's share of the target on them.
     runner = load_runner(copy)

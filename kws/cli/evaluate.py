@@ -28,7 +28,8 @@ def add_eval(sub: Subcommands) -> None:
     ev.add_argument(
         "--negatives",
         type=Path,
-        help="a folder of speech without keywords: the share of 1-s windows (every 0.5 s) named a keyword",
+        help="a folder or .txt list of speech without keywords: the share of 1-s windows (every 0.5 s) "
+        "named a keyword",
     )
     ev.add_argument("--split", choices=SPLITS, default="test")
     ev.add_argument("--runtime", choices=RUNTIMES, default=defaults(load_runner)["runtime"])
@@ -58,7 +59,7 @@ def add_bench(sub: Subcommands) -> None:
     parser.add_argument(
         "--negatives",
         type=Path,
-        help="a folder of speech without keywords: the share of its 1-s windows named a keyword, and "
+        help="a folder or .txt list of speech without keywords: the share of its 1-s windows named a keyword, and "
         "the false alarms per hour on a stream of every recording once (at each --snr)",
     )
     parser.add_argument(

@@ -92,6 +92,19 @@ def quiet_option(parser: argparse.ArgumentParser, help: str = "no progress on st
     parser.add_argument("--quiet", action="store_true", help=help)
 
 
+def val_negatives_option(parser: argparse.ArgumentParser) -> None:
+    """``--val-negatives``: fixed validation negatives (train, tune), instead of --negatives' 10%."""
+    parser.add_argument(
+        "--val-negatives",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a folder or .txt list of non-keyword speech that validates and tunes the thresholds, never "
+        "trained on (repeatable); with it, no part of --negatives is held out",
+    )
+
+
 def frontend_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--frontend", choices=sorted(FRONTENDS), default=DEFAULT_FRONTEND, help=help)
 

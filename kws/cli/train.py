@@ -21,6 +21,7 @@ from kws.cli.options import (
     keywords,
     positive,
     quiet_option,
+    val_negatives_option,
 )
 from kws.data import SPLITS
 from kws.errors import KwsError
@@ -51,8 +52,10 @@ def add_train(sub: Subcommands) -> None:
         type=Path,
         action="append",
         default=[],
-        help="a folder of non-keyword speech trained on as _unknown_ (repeatable; 10%% held out for validation)",
+        help="a folder or .txt list of non-keyword speech trained on as _unknown_ (repeatable; 10%% held "
+        "out for validation unless --val-negatives)",
     )
+    val_negatives_option(train)
     train.add_argument(
         "--negative-hop",
         type=positive(float),
@@ -180,9 +183,10 @@ def add_tune(sub: Subcommands) -> None:
         type=Path,
         action="append",
         default=[],
-        help="a folder of non-keyword speech whose held-out 10%% (the part kws train never trains on) "
-        "also counts false alarms (repeatable)",
+        help="a folder or .txt list of non-keyword speech whose held-out 10%% (the part kws train never "
+        "trains on) also counts false alarms (repeatable)",
     )
+    val_negatives_option(tune)
     tune.add_argument("--seed", type=int, default=default["seed"])
     quiet_option(tune)
     tune.set_defaults(func=cmd_tune)
@@ -195,6 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=str(args.data),
         images=None if args.images is None else str(args.images),
         negatives=tuple(str(p) for p in args.negatives),
+        val_negatives=tuple(str(p) for p in args.val_negatives),
         negative_hop_s=args.negative_hop,
         unknown_weight=args.unknown_weight,
         hard_negatives=args.hard_negatives,
@@ -250,6 +255,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             args.data,
             target_false_alarms_per_hour=args.target,
             negatives=args.negatives,
+            val_negatives=args.val_negatives,
             split=args.split,
             minutes=args.minutes,
             seed=args.seed,

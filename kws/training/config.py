@@ -29,9 +29,13 @@ class TrainConfig:
         The full set's log-mel image archive (``speech_commands_logmel.tar.gz``) or its
         extracted folder, trained on beside ``data``; needs the ``logmel_image`` front-end.
     negatives : tuple of str
-        Folders of non-keyword speech (any audio files, at any depth), trained on as
-        ``_unknown_``. A fixed 10% of each folder's files (by name hash,
+        Sources of non-keyword speech (folders of audio files at any depth, or list files:
+        :func:`kws.data.negative_files`), trained on as ``_unknown_``. Without
+        ``val_negatives``, a fixed 10% of each source's files (by name hash,
         :func:`kws.data.held_out_negative`) is held out for validation and tuning.
+    val_negatives : tuple of str
+        Sources of non-keyword speech for validation and threshold tuning only, never
+        trained on (a fixed split, by speaker); with them, ``negatives`` are trained on whole.
     negative_hop_s : float or None
         Each epoch, every training recording of ``negatives`` gives 1-s windows this far
         apart, from a random start (the number of windows stays the same); None: one 1-s
@@ -82,6 +86,7 @@ class TrainConfig:
     data: str
     images: str | None = None
     negatives: tuple[str, ...] = ()
+    val_negatives: tuple[str, ...] = ()
     negative_hop_s: float | None = None
     unknown_weight: float = 1.0
     hard_negatives: int = 0
@@ -112,5 +117,6 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["keywords"] = list(self.keywords)
         d["negatives"] = list(self.negatives)
+        d["val_negatives"] = list(self.val_negatives)
         d["frontend"] = self.frontend.to_dict()
         return d

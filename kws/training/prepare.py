@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kws.artifact import ModelInfo
-from kws.data import SILENCE, UNKNOWN, examples, held_out_negative, labels_for, negative_files, scan
+from kws.data import SILENCE, UNKNOWN, examples, labels_for, scan, split_negatives
 from kws.errors import KwsError
 from kws.evaluate import NEGATIVE_HOP_SECONDS, window_starts
 from kws.features import FrontendConfig, fit_normalisation
@@ -152,11 +152,7 @@ def prepare_data(
         )
         noise_pixels = np.array(store.pixels()[train_rows[image_y[train_rows] == labels.index(SILENCE)]])
 
-    train_negatives: list[Path] = []
-    val_negatives: list[Path] = []
-    for folder in config.negatives:
-        for path in negative_files(folder, config.keywords):
-            (val_negatives if held_out_negative(path) else train_negatives).append(path)
+    train_negatives, val_negatives = split_negatives(config.negatives, config.val_negatives, config.keywords)
     negatives = train_negatives + val_negatives
     sources = Sources(clips, tuple(negatives), store, noise_pixels, noise_files, config.augment)
     with Workers(sources, input_workers) as workers:
