@@ -309,7 +309,7 @@ def scan(root: str | Path) -> DataIndex:
     return DataIndex(root, "speech_commands", clips, noise, missing)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=32)  # the six of Speech Commands and a few more backgrounds
 def load_noise(path: Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """A background-noise recording, read once and cached (they are long)."""
     return load_audio(path, sample_rate)

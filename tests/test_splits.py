@@ -95,7 +95,7 @@ def test_fixed_validation_negatives_replace_the_held_out_tenth(speech: Path) -> 
     assert train == negative_files(alexa, ()) and val == negative_files(snowboy, ())
 
 
-def test_training_validates_on_the_fixed_negatives_only(
+def test_training_validates_on_the_fixed_negatives_only_and_mixes_in_more_backgrounds(
     small_speech_commands: Path, speech: Path, tmp_path: Path
 ) -> None:
     from kws.train import TrainConfig, prepare_data
@@ -104,10 +104,17 @@ def test_training_validates_on_the_fixed_negatives_only(
     train_list, val_list = tmp_path / "train.txt", tmp_path / "val.txt"
     train_list.write_text("".join(f"{p}\n" for p in _files(picovoice / "alexa", 6)))
     val_list.write_text("".join(f"{p}\n" for p in _files(picovoice / "snowboy", 3)))
+    music = sorted((speech / "music").glob("*.opus"))[:2]
     config = TrainConfig(
-        data=str(small_speech_commands), negatives=(str(train_list),), val_negatives=(str(val_list),)
+        data=str(small_speech_commands),
+        negatives=(str(train_list),),
+        val_negatives=(str(val_list),),
+        backgrounds=(str(speech / "music"),),
     )
     data = prepare_data(config, progress=False)
+    noise = data.sources.noise_files
+    assert [p.parent.name for p in noise[:-6]] == ["_background_noise_"] * (len(noise) - 6)
+    assert list(noise[-6:]) == sorted((speech / "music").glob("*.opus")) and music[0] in noise
     assert len(data.negative_lengths) == 6  # every training recording, none held out
     assert [p.parent.name for p in data.sources.negatives] == ["alexa"] * 6 + ["snowboy"] * 3
     windows = data.val_y[data.val_sources["negatives"]]

@@ -57,6 +57,15 @@ def add_train(sub: Subcommands) -> None:
     )
     val_negatives_option(train)
     train.add_argument(
+        "--backgrounds",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a folder or .txt list of more background recordings (music, say) mixed into the training "
+        "audio beside the data set's _background_noise_ (repeatable)",
+    )
+    train.add_argument(
         "--negative-hop",
         type=positive(float),
         help="train on every 1-s window of each negative recording, this many seconds apart "
@@ -200,6 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         images=None if args.images is None else str(args.images),
         negatives=tuple(str(p) for p in args.negatives),
         val_negatives=tuple(str(p) for p in args.val_negatives),
+        backgrounds=tuple(str(p) for p in args.backgrounds),
         negative_hop_s=args.negative_hop,
         unknown_weight=args.unknown_weight,
         hard_negatives=args.hard_negatives,

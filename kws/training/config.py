@@ -36,6 +36,10 @@ class TrainConfig:
     val_negatives : tuple of str
         Sources of non-keyword speech for validation and threshold tuning only, never
         trained on (a fixed split, by speaker); with them, ``negatives`` are trained on whole.
+    backgrounds : tuple of str
+        Sources (folders or list files) of more background recordings, such as music, mixed
+        into the training audio beside the data set's ``_background_noise_`` (the first 80% of
+        each, as for those: :data:`kws.data.NOISE_REGIONS`).
     negative_hop_s : float or None
         Each epoch, every training recording of ``negatives`` gives 1-s windows this far
         apart, from a random start (the number of windows stays the same); None: one 1-s
@@ -87,6 +91,7 @@ class TrainConfig:
     images: str | None = None
     negatives: tuple[str, ...] = ()
     val_negatives: tuple[str, ...] = ()
+    backgrounds: tuple[str, ...] = ()
     negative_hop_s: float | None = None
     unknown_weight: float = 1.0
     hard_negatives: int = 0
@@ -118,5 +123,6 @@ class TrainConfig:
         d["keywords"] = list(self.keywords)
         d["negatives"] = list(self.negatives)
         d["val_negatives"] = list(self.val_negatives)
+        d["backgrounds"] = list(self.backgrounds)
         d["frontend"] = self.frontend.to_dict()
         return d

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kws.artifact import ModelInfo
-from kws.data import SILENCE, UNKNOWN, examples, labels_for, scan, split_negatives
+from kws.data import SILENCE, UNKNOWN, examples, labels_for, negative_files, scan, split_negatives
 from kws.errors import KwsError
 from kws.evaluate import NEGATIVE_HOP_SECONDS, window_starts
 from kws.features import FrontendConfig, fit_normalisation
@@ -153,6 +153,7 @@ def prepare_data(
         noise_pixels = np.array(store.pixels()[train_rows[image_y[train_rows] == labels.index(SILENCE)]])
 
     train_negatives, val_negatives = split_negatives(config.negatives, config.val_negatives, config.keywords)
+    noise_files += tuple(f for source in config.backgrounds for f in negative_files(source, ()))
     negatives = train_negatives + val_negatives
     sources = Sources(clips, tuple(negatives), store, noise_pixels, noise_files, config.augment)
     with Workers(sources, input_workers) as workers:
