@@ -102,12 +102,16 @@ def _wav_truncation(path: Path, file_size: int) -> str | None:
         return "truncated: no audio data chunk before the end of the file"
 
 
+OGG_END_OF_STREAM = 0x04  # the flag of an Ogg stream's last page
+
+
 def _ogg_truncation(path: Path, file_size: int) -> str | None:
     """Return a message if an Ogg file (Opus, Vorbis) ends before its stream does.
 
     libsndfile decodes a cut Ogg file up to the cut without a word, as it does a WAV. An Ogg
-    stream is a chain of pages, the last flagged end-of-stream: walk the page headers (a few
-    hundred small reads for an hour of audio) and check the chain ends where the file does.
+    stream is a chain of pages, the last flagged end-of-stream: walk the page headers (about
+    two reads a page, some 7,000 for an hour of Opus) and check the chain reaches that page.
+    Bytes after an end-of-stream page that start no page are left alone, as libsndfile does.
     """
     with path.open("rb") as f:
         if f.read(4) != b"OggS":
@@ -117,13 +121,15 @@ def _ogg_truncation(path: Path, file_size: int) -> str | None:
             f.seek(pos)
             header = f.read(27)  # "OggS", version, flags, granule, serial, sequence, CRC, segments
             if len(header) < 27 or header[:4] != b"OggS":
+                if last_flags & OGG_END_OF_STREAM:
+                    return None  # trailing bytes after the stream's end
                 return f"truncated or damaged: no Ogg page where one should start (byte {pos})"
             lacing = f.read(header[26])
             end = pos + 27 + len(lacing) + sum(lacing)
             if len(lacing) < header[26] or end > file_size:
                 return f"truncated: its last Ogg page is cut ({file_size - pos} of {end - pos} bytes)"
             pos, last_flags = end, header[5]
-        if not last_flags & 0x04:
+        if not last_flags & OGG_END_OF_STREAM:
             return "truncated: the Ogg stream ends without its end-of-stream page"
     return None
 

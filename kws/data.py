@@ -184,7 +184,7 @@ def held_out_negative(path: Path) -> bool:
 def negative_files(source: str | Path, keywords: Sequence[str]) -> list[Path]:
     """Every audio file of a source of speech that holds no keyword: a folder (every audio file
     under it, sorted) or a list file (``.txt``: one audio file a line, relative to the list's
-    folder, in its order; ``#`` starts a comment), such as a fixed split.
+    folder, in its order; a line starting with ``#`` is a comment), such as a fixed split.
 
     A sub-folder named like a keyword is most likely keyword clips given by mistake:
     they would count as false alarms (or be trained on as ``_unknown_``), so it warns.
@@ -195,7 +195,7 @@ def negative_files(source: str | Path, keywords: Sequence[str]) -> list[Path]:
         The folder or list is missing, holds no audio file, or lists a file that is not there.
     """
     root = Path(source)
-    if root.suffix == LIST_SUFFIX and not root.is_dir():
+    if root.suffix.lower() == LIST_SUFFIX and not root.is_dir():
         return _listed_files(root)
     files = audio_files_under(root)
     named = sorted(
@@ -215,8 +215,10 @@ def _listed_files(path: Path) -> list[Path]:
     """The audio files a list file names (:func:`negative_files`)."""
     if not path.is_file():
         raise DataError(f"{path}: list file not found")
-    lines = [os.fsdecode(line.split(b"#")[0].strip()) for line in path.read_bytes().splitlines()]
-    files = [Path(os.path.normpath(path.parent / line)) for line in lines if line]
+    lines = [os.fsdecode(line.strip()) for line in path.read_bytes().splitlines()]
+    files = [
+        Path(os.path.normpath(path.parent / line)) for line in lines if line and not line.startswith("#")
+    ]
     missing = [f for f in files if not f.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -238,7 +240,14 @@ def split_negatives(
     """
     files = [f for source in negatives for f in negative_files(source, keywords)]
     if val_negatives:
-        return files, [f for source in val_negatives for f in negative_files(source, keywords)]
+        validation = [f for source in val_negatives for f in negative_files(source, keywords)]
+        both = {f.resolve() for f in files} & {f.resolve() for f in validation}
+        if both:
+            raise DataError(
+                f"{len(both)} recording(s) both trained on and validating, such as {min(both)}: "
+                "give --negatives and --val-negatives that do not overlap"
+            )
+        return files, validation
     return [f for f in files if not held_out_negative(f)], [f for f in files if held_out_negative(f)]
 
 
@@ -309,9 +318,10 @@ def scan(root: str | Path) -> DataIndex:
     return DataIndex(root, "speech_commands", clips, noise, missing)
 
 
-@functools.lru_cache(maxsize=32)  # the six of Speech Commands and a few more backgrounds
+@functools.cache
 def load_noise(path: Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
-    """A background-noise recording, read once and cached (they are long)."""
+    """A background-noise recording, read once a process and kept (they are long and drawn from
+    at random: a bounded cache would decode whole recordings again and again)."""
     return load_audio(path, sample_rate)
 
 

@@ -41,11 +41,15 @@ def install_command(extra: str) -> str:
     return pip_install(extra, Path(unquote(url.path)) if url and url.scheme == "file" else None)
 
 
-def pip_install(extra: str, source: Path | None, *, editable: bool = False, cwd: Path | None = None) -> str:
+def pip_install(extra: str, source: Path | None, *, editable: bool = False) -> str:
     """``pip install`` of kws with ``extra`` from ``source`` (a folder or a wheel file, written
-    relative to ``cwd`` when inside it; None: the package index)."""
+    relative to the working folder when inside it; None: the package index)."""
     if source is None:
         return f"pip install {shlex.quote(f'kws[{extra}]')}"
-    cwd = Path.cwd() if cwd is None else cwd
-    where = source.relative_to(cwd) if source.is_relative_to(cwd) else source
+    cwd = Path.cwd()
+    where = str(source)
+    if source.is_relative_to(cwd):
+        inside = source.relative_to(cwd)
+        where = "." if inside == Path() else f"./{inside}"  # "./": pip looks a bare word up on the index
+
     return f"pip install {'-e ' if editable else ''}{shlex.quote(f'{where}[{extra}]')}"

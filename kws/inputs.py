@@ -355,6 +355,8 @@ class Workers:
         """
         if self._pool is None:
             return function(self.sources, *args)
+        if self._closed.is_set():
+            raise WorkersClosed("the feature workers are closed")
         result = self._pool.apply_async(_call, (function, args))
         while not self._closed.is_set():
             try:

@@ -115,7 +115,7 @@ def run(
             name = RUN_FILES[key]
             stage(
                 f"tuning the thresholds of {name} on {tune_minutes:g} min of validation stream"
-                + (" and the held-out negatives" if held_out else ""),
+                + (" and the validation negatives" if held_out else ""),
                 progress,
             )
             runner = runner_from_bytes(models[key], run_dir / name)

@@ -213,6 +213,9 @@ def test_a_cut_or_damaged_ogg_file_is_a_one_line_error(clip: Path, tmp_path: Pat
         "not-ogg-audio": (b"OggS" + bytes(200), "truncated or damaged"),
         "text": (b"not audio at all\n" * 20, "not an audio file, or a format libsndfile cannot read"),
     }
+    padded = tmp_path / "padded.opus"  # bytes after the end-of-stream page: read as libsndfile reads them
+    padded.write_bytes(data + bytes(10))
+    assert len(load_audio(padded)) == len(load_audio(whole))
     for name, (content, message) in cases.items():
         bad = tmp_path / f"{name}.ogg"
         bad.write_bytes(content)

@@ -221,7 +221,7 @@ def test_the_install_hint_fits_how_kws_was_installed(tmp_path: Path) -> None:
     assert hint(tmp_path, site) == "pip install 'kws[train]'"  # from the index: no direct_url.json
     wheel = tmp_path / "dist" / "kws-0.1.0-py3-none-any.whl"
     (info / "direct_url.json").write_text(json.dumps({"url": wheel.as_uri(), "archive_info": {}}))
-    assert hint(tmp_path, site) == "pip install 'dist/kws-0.1.0-py3-none-any.whl[train]'"  # from cwd
+    assert hint(tmp_path, site) == "pip install './dist/kws-0.1.0-py3-none-any.whl[train]'"  # from cwd
     assert hint(site, site) == f"pip install '{wheel}[train]'"
 
 

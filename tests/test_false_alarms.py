@@ -168,7 +168,9 @@ def test_tuning_with_negatives_uses_only_the_held_out_recordings_and_meets_the_t
     assert load_runner(copy).info.extra["threshold_tuning"]["negatives"] == tuning["negatives"]
     # Fixed validation negatives (a list, say) replace the held-out tenth: only they count.
     listed = tmp_path / "validation.txt"
-    listed.write_text("".join(f"{f}\n" for f in trained_on[:2]))
+    listed.write_text(
+        "".join(f"{f}\n" for f in [r for r in recordings if r not in held_out + trained_on][:2])
+    )
     fixed = tune_model(
         bundled_model(variant="int8_step"),
         small_speech_commands,

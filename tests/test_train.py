@@ -390,3 +390,17 @@ def test_a_sequence_model_shares_the_clip_models_weights_and_outputs() -> None:
     np.testing.assert_allclose(every_frame[:, -1], clip.predict(x, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="only recurrent models"):
         build("dscnn", 5, 20, 10, sequences=True)
+
+
+def test_what_kws_train_held_is_still_there_with_a_deprecation_warning() -> None:
+    """kws.train's stages are modules of kws.training now; the old names still answer, and say where."""
+    import importlib
+
+    import kws.train
+
+    for name, module in kws.train._MOVED.items():
+        with pytest.warns(DeprecationWarning, match=rf"kws.train.{name} is {module}.{name} now"):
+            moved = getattr(kws.train, name)
+        assert moved is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError):
+        kws.train.no_such_name  # noqa: B018

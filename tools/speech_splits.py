@@ -22,6 +22,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from kws.data import AUDIO_SUFFIXES
+
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION_SHARE = 0.25  # of the LibriSpeech train-clean speakers
 # LibriSpeech test-other's speakers (speech/README.md): the measuring set's.
@@ -57,12 +59,11 @@ def split_of(relative: Path) -> str:
 def split_lists(data: Path, out: Path) -> dict[str, list[str]]:
     """Every audio file of ``data/negatives/picovoice`` and ``data/speech`` in its split, as the
     lines of lists that will live in ``out`` (paths relative to it)."""
-    audio = (".flac", ".opus", ".ogg", ".wav")
     files = sorted(
         p.relative_to(data)
         for folder in (data / "negatives" / "picovoice", data / "speech")
         for p in folder.rglob("*")
-        if p.suffix in audio
+        if p.suffix.lower() in AUDIO_SUFFIXES
     )
     lists: dict[str, list[str]] = {name: [] for name in SPLITS}
     for relative in files:

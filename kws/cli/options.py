@@ -92,8 +92,9 @@ def quiet_option(parser: argparse.ArgumentParser, help: str = "no progress on st
     parser.add_argument("--quiet", action="store_true", help=help)
 
 
-def val_negatives_option(parser: argparse.ArgumentParser) -> None:
-    """``--val-negatives``: fixed validation negatives (train, tune), instead of --negatives' 10%."""
+def val_negatives_option(parser: argparse.ArgumentParser, instead: str) -> None:
+    """``--val-negatives``: fixed validation negatives (train, tune); ``instead`` says what they
+    replace for the command."""
     parser.add_argument(
         "--val-negatives",
         type=Path,
@@ -101,7 +102,7 @@ def val_negatives_option(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SOURCE",
         help="a folder or .txt list of non-keyword speech that validates and tunes the thresholds, never "
-        "trained on (repeatable); with it, no part of --negatives is held out",
+        f"trained on (repeatable); {instead}",
     )
 
 

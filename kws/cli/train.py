@@ -55,7 +55,7 @@ def add_train(sub: Subcommands) -> None:
         help="a folder or .txt list of non-keyword speech trained on as _unknown_ (repeatable; 10%% held "
         "out for validation unless --val-negatives)",
     )
-    val_negatives_option(train)
+    val_negatives_option(train, instead="with it, no part of --negatives is held out")
     train.add_argument(
         "--backgrounds",
         type=Path,
@@ -195,7 +195,7 @@ def add_tune(sub: Subcommands) -> None:
         help="a folder or .txt list of non-keyword speech whose held-out 10%% (the part kws train never "
         "trains on) also counts false alarms (repeatable)",
     )
-    val_negatives_option(tune)
+    val_negatives_option(tune, instead="with it, --negatives' held-out 10%% is not used")
     tune.add_argument("--seed", type=int, default=default["seed"])
     quiet_option(tune)
     tune.set_defaults(func=cmd_tune)
@@ -273,7 +273,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         negatives = tuning.get("negatives")
-        on = f" + {negatives['minutes']:.1f} min of held-out negatives" if negatives else ""
+        on = f" + {negatives['minutes']:.1f} min of validation negatives" if negatives else ""
         print(
             f"{args.out or path}: thresholds for {args.target:g} false alarms/h on {args.minutes:g} min of {args.split} "
             f"stream{on}: hit rate {tuning['hit_rate']:.1%}, {tuning['false_alarms_per_hour']:.1f} false alarms/h"

@@ -337,8 +337,9 @@ def fit(
                 )
     except KeyboardInterrupt:
         interrupted = True
-        if state.best_accuracy < 0:
-            raise KwsError("interrupted before the first epoch finished: no model to save") from None
+        if state.best_accuracy < 0:  # the interrupt goes on (status 130, or 143 for SIGTERM)
+            print("interrupted before the first epoch finished: no model to save", file=sys.stderr)
+            raise
         print(
             f"interrupted: keeping the checkpoint of epoch {state.epoch}; exporting the best epoch "
             f"({state.best_epoch}) — Ctrl-C again to abandon the export",
