@@ -92,17 +92,20 @@ def quiet_option(parser: argparse.ArgumentParser, help: str = "no progress on st
     parser.add_argument("--quiet", action="store_true", help=help)
 
 
+def sources_option(parser: argparse.ArgumentParser, flag: str, help: str, metavar: str | None = None) -> None:
+    """A repeatable option naming sources of recordings (folders or list files): [] unless given."""
+    parser.add_argument(flag, type=Path, action="append", default=[], metavar=metavar, help=help)
+
+
 def val_negatives_option(parser: argparse.ArgumentParser, instead: str) -> None:
     """``--val-negatives``: fixed validation negatives (train, tune); ``instead`` says what they
     replace for the command."""
-    parser.add_argument(
+    sources_option(
+        parser,
         "--val-negatives",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="SOURCE",
-        help="a folder or .txt list of non-keyword speech that validates and tunes the thresholds, never "
+        "a folder or .txt list of non-keyword speech that validates and tunes the thresholds, never "
         f"trained on (repeatable); {instead}",
+        metavar="SOURCE",
     )
 
 

@@ -21,6 +21,7 @@ from kws.cli.options import (
     keywords,
     positive,
     quiet_option,
+    sources_option,
     val_negatives_option,
 )
 from kws.data import SPLITS
@@ -47,23 +48,19 @@ def add_train(sub: Subcommands) -> None:
         type=Path,
         help="the full set's log-mel images (speech_commands_logmel.tar.gz or its folder), trained on beside --data",
     )
-    train.add_argument(
+    sources_option(
+        train,
         "--negatives",
-        type=Path,
-        action="append",
-        default=[],
-        help="a folder or .txt list of non-keyword speech trained on as _unknown_ (repeatable; 10%% held "
+        "a folder or .txt list of non-keyword speech trained on as _unknown_ (repeatable; 10%% held "
         "out for validation unless --val-negatives)",
     )
     val_negatives_option(train, instead="with it, no part of --negatives is held out")
-    train.add_argument(
+    sources_option(
+        train,
         "--backgrounds",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="SOURCE",
-        help="a folder or .txt list of more background recordings (music, say) mixed into the training "
+        "a folder or .txt list of more background recordings (music, say) mixed into the training "
         "audio beside the data set's _background_noise_ (repeatable)",
+        metavar="SOURCE",
     )
     train.add_argument(
         "--negative-hop",
@@ -187,12 +184,10 @@ def add_tune(sub: Subcommands) -> None:
     tune.add_argument(
         "--minutes", type=positive(float), default=default["minutes"], help="length of the tuning stream"
     )
-    tune.add_argument(
+    sources_option(
+        tune,
         "--negatives",
-        type=Path,
-        action="append",
-        default=[],
-        help="a folder or .txt list of non-keyword speech whose held-out 10%% (the part kws train never "
+        "a folder or .txt list of non-keyword speech whose held-out 10%% (the part kws train never "
         "trains on) also counts false alarms (repeatable)",
     )
     val_negatives_option(tune, instead="with it, --negatives' held-out 10%% is not used")
