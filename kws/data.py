@@ -175,10 +175,16 @@ def audio_files_under(folder: str | Path) -> list[Path]:
 NEGATIVE_HELD_OUT_SHARE = 0.1
 
 
+def hash_share(name: str) -> float:
+    """Where ``name`` falls in [0, 1), by the SHA-1 of its bytes (as ``which_set`` hashes): a
+    fixed, machine-independent draw for splitting files or speakers."""
+    digest = hashlib.sha1(os.fsencode(name)).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
 def held_out_negative(path: Path) -> bool:
     """Whether a negative recording is one of the fixed 10% kept out of training (name hash)."""
-    digest = hashlib.sha1(os.fsencode(path.name)).digest()  # the name's bytes, as which_set hashes
-    return int.from_bytes(digest[:4], "big") / 2**32 < NEGATIVE_HELD_OUT_SHARE
+    return hash_share(path.name) < NEGATIVE_HELD_OUT_SHARE
 
 
 def negative_files(source: str | Path, keywords: Sequence[str]) -> list[Path]:

@@ -18,11 +18,10 @@ file twice and that no LibriSpeech speaker is in two of them.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
-from kws.data import AUDIO_SUFFIXES
+from kws.data import AUDIO_SUFFIXES, hash_share
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION_SHARE = 0.25  # of the LibriSpeech train-clean speakers
@@ -31,11 +30,6 @@ MEASURING_SPEAKERS = frozenset({"1688", "1998", "2033", "2414", "2609", "3005", 
 # One piece of music and one sound validate; the other four train.
 VALIDATION_MUSIC = frozenset({"Kevin_MacLeod_-_Vibe_Ace.opus", "glacier-bay-humpback.opus"})
 SPLITS = ("measuring", "validation", "training")
-
-
-def speaker_hash_share(speaker: str) -> float:
-    """Where a speaker id falls in [0, 1), by SHA-1 (as Speech Commands splits its speakers)."""
-    return int.from_bytes(hashlib.sha1(speaker.encode()).digest()[:4], "big") / 2**32
 
 
 def split_of(relative: Path) -> str:
@@ -50,7 +44,7 @@ def split_of(relative: Path) -> str:
         speaker = relative.name.split("-")[0]
         if speaker in MEASURING_SPEAKERS:
             return "measuring"
-        return "validation" if speaker_hash_share(speaker) < VALIDATION_SHARE else "training"
+        return "validation" if hash_share(speaker) < VALIDATION_SHARE else "training"
     if source == "music":
         return "validation" if relative.name in VALIDATION_MUSIC else "training"
     return "training"  # coffee_orders: speakers not named, never split
