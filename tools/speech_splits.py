@@ -2,7 +2,7 @@
 in ``splits/`` that ``kws train --negatives / --val-negatives``, ``kws tune`` and ``kws bench
 --negatives`` read (one audio file a line, relative to the list's folder).
 
-    python tools/speech_splits.py [--data ../shared/data] [--out splits]
+    python tools/speech_splits.py [--data ../shared/data] [--out splits]   # prints each list's files and minutes
 
 - ``measuring.txt``, never trained or tuned on, read once per recipe: the "jarvis" wake
   phrases, the ten LibriSpeech test-other speakers, all of CMU ARCTIC bdl;
@@ -21,6 +21,7 @@ import argparse
 import os
 from pathlib import Path
 
+from kws.audio import probe
 from kws.data import AUDIO_SUFFIXES, hash_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, lines in split_lists(data, out).items():
         (out / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
-        print(f"{out / name}.txt: {len(lines)} files")
+        minutes = sum(probe(out / line).duration for line in lines) / 60
+        print(f"{out / name}.txt: {len(lines)} files, {minutes:.1f} min")
 
 
 if __name__ == "__main__":
